@@ -1,0 +1,3 @@
+fn main() {
+    println!("sis-operator {}", env!("CARGO_PKG_VERSION"));
+}

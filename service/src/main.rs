@@ -1,0 +1,3 @@
+fn main() {
+    println!("sis {}", env!("CARGO_PKG_VERSION"));
+}
