@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# The whole test suite: the README's test command, and what .ci/run calls.
+#
+# Runs on a fresh machine as root: every stage installs what it needs (idempotently)
+# and caches heavy artifacts under $SIS_CACHE_DIR (default ~/.cache/sis), outside the repo.
+# Stages run in order; a failing stage fails the run, the rest still run so one CI
+# run shows every failure. With CI=true nothing is skipped for a missing tool.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+export SIS_CACHE_DIR="${SIS_CACHE_DIR:-$HOME/.cache/sis}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+mkdir -p "$SIS_CACHE_DIR"
+
+passed=0
+failed=0
+failures=()
+
+stage() {
+  local name=$1
+  shift
+  local start=$SECONDS
+  echo
+  echo "=== stage: $name"
+  if "$@"; then
+    passed=$((passed + 1))
+    echo "=== stage $name: ok ($((SECONDS - start)) s)"
+  else
+    failed=$((failed + 1))
+    failures+=("$name")
+    echo "=== stage $name: FAILED ($((SECONDS - start)) s)"
+  fi
+}
+
+stage fmt cargo fmt --all -- --check
+stage clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+stage cargo-test cargo test --workspace --locked
+
+echo
+if ((failed > 0)); then
+  echo "failed stages: ${failures[*]}"
+fi
+echo "stages: $passed passed, $failed failed"
+((failed == 0))
