@@ -34,7 +34,7 @@ apt_install() {
 }
 
 # ---- tools ----
-command -v node >/dev/null && command -v npm >/dev/null || apt_install nodejs npm
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install nodejs npm; fi
 command -v curl >/dev/null || apt_install curl ca-certificates
 [ -x "$CHROMIUM" ] || apt_install chromium
 [ -x "$CHROMIUM" ] || die "chromium not found at $CHROMIUM after install"
@@ -58,6 +58,7 @@ SIS_BIN="${CARGO_TARGET_DIR:-$ROOT/target}/debug/sis"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sis-browser.XXXXXX")
 PIDS=()
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -79,8 +80,7 @@ start_server() {
     >"$WORK/$name/log" 2>&1 &
   PIDS+=($!)
   URL="http://127.0.0.1:$port"
-  local i
-  for i in $(seq 1 150); do
+  for _ in $(seq 1 150); do
     curl -fsS -o /dev/null "$URL/healthz" 2>/dev/null && return 0
     if ! kill -0 "${PIDS[-1]}" 2>/dev/null; then
       tail -20 "$WORK/$name/log" >&2

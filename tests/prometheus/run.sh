@@ -38,10 +38,11 @@ apt_install() {
 }
 
 # ---- tools ----
-command -v prometheus >/dev/null && command -v promtool >/dev/null || apt_install prometheus
+if ! command -v prometheus >/dev/null || ! command -v promtool >/dev/null; then apt_install prometheus; fi
 command -v curl >/dev/null || apt_install curl ca-certificates
 command -v python3 >/dev/null || apt_install python3
-command -v prometheus >/dev/null && command -v promtool >/dev/null || die "prometheus/promtool missing after install"
+command -v prometheus >/dev/null || die "prometheus missing after install"
+command -v promtool >/dev/null || die "promtool missing after install"
 log "$(prometheus --version 2>&1 | head -1)"
 
 log "building sis"
@@ -52,6 +53,7 @@ SIS_VERSION=$("$SIS_BIN" --version | awk '{print $2}')
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/sis-prometheus.XXXXXX")
 PIDS=()
+# shellcheck disable=SC2317 # called by the trap
 cleanup() {
   local pid
   for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -65,8 +67,8 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # wait_http URL PID LOG NAME: until URL answers 2xx, or the process dies, or 20 s pass.
 wait_http() {
-  local url=$1 pid=$2 logf=$3 name=$4 i
-  for i in $(seq 1 200); do
+  local url=$1 pid=$2 logf=$3 name=$4
+  for _ in $(seq 1 200); do
     curl -fsS -o /dev/null "$url" 2>/dev/null && return 0
     kill -0 "$pid" 2>/dev/null || { tail -n 20 "$logf" >&2; return 1; }
     sleep 0.1
@@ -142,8 +144,8 @@ else: print(r[0]["value"][1])'
 
 # expect NAME EXPR OP WANT: OP is ==, >=, > (numeric) or "present"; retries for 10 s.
 expect() {
-  local name=$1 expr=$2 op=$3 want=${4:-} got="" i
-  for i in $(seq 1 20); do
+  local name=$1 expr=$2 op=$3 want=${4:-} got=""
+  for _ in $(seq 1 20); do
     got=$(query "$expr" 2>/dev/null || echo "error")
     if [ "$op" = present ]; then
       [ "$got" != none ] && [ "$got" != error ] && { ok "$name"; return 0; }
@@ -158,9 +160,9 @@ expect() {
 
 # wait_scrape JOB: until Prometheus holds a scrape of JOB that started after now.
 wait_scrape() {
-  local job=$1 since got i
+  local job=$1 since got
   since=$(date +%s.%N)
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     got=$(query "timestamp(up{job=\"$job\"})" 2>/dev/null || echo none)
     if [[ "$got" =~ ^[0-9.]+$ ]] && python3 -c "import sys; sys.exit(0 if $got > $since + 0.2 else 1)"; then
       return 0
