@@ -1,0 +1,566 @@
+//! The pure, CPU-bound resize pipeline: plan → decode → resize → orient → encode.
+//!
+//! 1. **Plan** the output in displayed (EXIF-oriented) space from the header alone, so bad
+//!    parameters and limit violations fail before any decoding.
+//! 2. **Decode**. JPEG uses shrink-on-load: when the output is at most half the source, the
+//!    decoder's DCT scaling produces the image directly at 1/2, 1/4 or 1/8 size (the smallest
+//!    that still covers the output), so a 12 MP photo is never expanded to full size for a
+//!    thumbnail. Other formats (and JPEG at scale 1) decode through the `image` crate; GIF and
+//!    WebP animations yield their first frame only.
+//! 3. **Resize** with `fast_image_resize` (SIMD, Catmull-Rom, alpha-aware), cropping in the
+//!    same pass for [`Fit::Cover`].
+//! 4. **Orient**: EXIF rotation/flip is applied to the small result, not the big source.
+//! 5. **Encode**: JPEG with `jpeg-encoder` (AVX2 when available), PNG with fast deflate, GIF
+//!    with a fast quantiser, WebP lossless.
+//!
+//! Nothing here blocks on I/O or touches the async runtime; see [`super::ResizePool`].
+
+use std::io::Cursor;
+
+use bytes::Bytes;
+use fast_image_resize as fir;
+use image::{DynamicImage, ImageDecoder, metadata::Orientation};
+
+use super::probe::{Header, jpeg_info, read_header};
+use super::{Format, ImagingError, Limits};
+
+/// How the output box is filled when both width and height are given.
+#[derive(Copy, Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Fit {
+    /// Fit inside the box, keeping the aspect ratio (one side may be shorter than asked).
+    #[default]
+    Contain,
+    /// Fill the box exactly, keeping the aspect ratio by cropping the centre.
+    Cover,
+    /// Exactly the box, aspect ratio ignored.
+    Fill,
+    /// Same as [`Fit::Fill`]; the legacy `/stretch_*` API's name for it.
+    Stretch,
+}
+
+impl Fit {
+    /// Parses a `fit=` query value (`contain|cover|fill|stretch`, case-insensitive).
+    pub fn from_param(s: &str) -> Option<Fit> {
+        match s.to_ascii_lowercase().as_str() {
+            "contain" => Some(Self::Contain),
+            "cover" => Some(Self::Cover),
+            "fill" => Some(Self::Fill),
+            "stretch" => Some(Self::Stretch),
+            _ => None,
+        }
+    }
+
+    /// The query value for this mode.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Contain => "contain",
+            Self::Cover => "cover",
+            Self::Fill => "fill",
+            Self::Stretch => "stretch",
+        }
+    }
+}
+
+/// What to produce. With only one of `width`/`height`, the other follows the aspect ratio
+/// (whatever `fit` says); with neither, the image keeps its size (re-encoded, oriented).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ResizeSpec {
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    pub fit: Fit,
+    /// Output format; `None` keeps the source's ([`Format::default_output`]).
+    pub format: Option<Format>,
+    /// 1..=100, JPEG only; `None` means [`DEFAULT_QUALITY`].
+    pub quality: Option<u8>,
+}
+
+/// JPEG quality used when the request does not give one.
+pub const DEFAULT_QUALITY: u8 = 80;
+
+/// An encoded image, ready to send.
+#[derive(Clone, Debug)]
+pub struct Encoded {
+    pub bytes: Bytes,
+    pub format: Format,
+}
+
+/// Output geometry in a given coordinate space.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Plan {
+    width: u32,
+    height: u32,
+    /// Source region (left, top, width, height) to scale into the output; `None` = all of it.
+    crop: Option<(f64, f64, f64, f64)>,
+}
+
+impl Plan {
+    /// The same plan seen before a 90° rotation (sides swapped). Crops are centred, so they
+    /// stay centred.
+    fn transposed(self) -> Plan {
+        Plan {
+            width: self.height,
+            height: self.width,
+            crop: self.crop.map(|(l, t, w, h)| (t, l, h, w)),
+        }
+    }
+}
+
+/// The output size [`resize`] would produce for a source of `src_width` × `src_height`
+/// displayed pixels, without touching any image. Useful to validate a request early.
+///
+/// # Errors
+/// [`ImagingError::InvalidParams`] for a zero side, [`ImagingError::TooLarge`] when the
+/// request or the result exceeds `limits`.
+pub fn plan_output(
+    src_width: u32,
+    src_height: u32,
+    spec: &ResizeSpec,
+    limits: &Limits,
+) -> Result<(u32, u32), ImagingError> {
+    plan(src_width, src_height, spec, limits).map(|p| (p.width, p.height))
+}
+
+fn plan(sw: u32, sh: u32, spec: &ResizeSpec, limits: &Limits) -> Result<Plan, ImagingError> {
+    for (name, side) in [("width", spec.width), ("height", spec.height)] {
+        match side {
+            Some(0) => return Err(ImagingError::InvalidParams(format!("{name} must be > 0"))),
+            Some(v) if v > limits.max_side => {
+                return Err(ImagingError::TooLarge(format!(
+                    "requested {name} {v} exceeds {} px",
+                    limits.max_side
+                )));
+            }
+            _ => {}
+        }
+    }
+    if let Some(q) = spec.quality {
+        if !(1..=100).contains(&q) {
+            return Err(ImagingError::InvalidParams(format!(
+                "quality {q} is not in 1..=100"
+            )));
+        }
+    }
+    if sw == 0 || sh == 0 {
+        return Err(ImagingError::Corrupt("empty source image".into()));
+    }
+    let (fw, fh) = (f64::from(sw), f64::from(sh));
+    // Rounded, at least 1, computed in f64 (exact for u32 inputs).
+    let scaled = |v: f64| -> u64 { (v.round() as u64).max(1) };
+    let (w, h, crop) = match (spec.width, spec.height) {
+        (None, None) => (u64::from(sw), u64::from(sh), None),
+        (Some(w), None) => (u64::from(w), scaled(fh * f64::from(w) / fw), None),
+        (None, Some(h)) => (scaled(fw * f64::from(h) / fh), u64::from(h), None),
+        (Some(w), Some(h)) => {
+            let requested = u64::from(w) * u64::from(h);
+            if requested > limits.max_output_pixels {
+                return Err(ImagingError::TooLarge(format!(
+                    "requested {w}x{h} = {requested} px exceeds {} px",
+                    limits.max_output_pixels
+                )));
+            }
+            let (bw, bh) = (f64::from(w), f64::from(h));
+            match spec.fit {
+                Fit::Fill | Fit::Stretch => (u64::from(w), u64::from(h), None),
+                Fit::Contain => {
+                    let s = (bw / fw).min(bh / fh);
+                    (
+                        scaled(fw * s).min(u64::from(w)),
+                        scaled(fh * s).min(u64::from(h)),
+                        None,
+                    )
+                }
+                Fit::Cover => {
+                    let crop = if fw * bh > bw * fh {
+                        // Source is wider than the box: keep full height, crop the sides.
+                        let cw = fh * bw / bh;
+                        ((fw - cw) / 2.0, 0.0, cw, fh)
+                    } else {
+                        let ch = fw * bh / bw;
+                        (0.0, (fh - ch) / 2.0, fw, ch)
+                    };
+                    (u64::from(w), u64::from(h), Some(crop))
+                }
+            }
+        }
+    };
+    let max_side = u64::from(limits.max_side);
+    if w > max_side || h > max_side {
+        return Err(ImagingError::TooLarge(format!(
+            "output {w}x{h} exceeds {} px per side",
+            limits.max_side
+        )));
+    }
+    if w * h > limits.max_output_pixels {
+        return Err(ImagingError::TooLarge(format!(
+            "output {w}x{h} = {} px exceeds {} px",
+            w * h,
+            limits.max_output_pixels
+        )));
+    }
+    // Both fit in u32: they are at most max_side.
+    Ok(Plan {
+        width: w as u32,
+        height: h as u32,
+        crop,
+    })
+}
+
+
+/// Resizes `bytes` according to `spec`: pure and CPU-bound (call it from a blocking thread,
+/// e.g. through [`super::ResizePool`]). Applies EXIF orientation. Animated inputs yield their
+/// first frame.
+///
+/// # Errors
+/// See [`ImagingError`]: `Unsupported`/`Corrupt` for bad input, `TooLarge` for limit
+/// violations (checked before decoding), `InvalidParams` for a nonsensical spec.
+pub fn resize(bytes: &[u8], spec: &ResizeSpec, limits: &Limits) -> Result<Encoded, ImagingError> {
+    run(bytes, spec, limits, true)
+}
+
+/// [`resize`] without JPEG shrink-on-load (always a full-size decode). Same output size and
+/// format; exists as the reference for benchmarks and tests.
+///
+/// # Errors
+/// As [`resize`].
+#[doc(hidden)]
+pub fn resize_reference(
+    bytes: &[u8],
+    spec: &ResizeSpec,
+    limits: &Limits,
+) -> Result<Encoded, ImagingError> {
+    run(bytes, spec, limits, false)
+}
+
+/// Decoded 8-bit pixels, tightly packed.
+struct Pixels {
+    data: Vec<u8>,
+    width: u32,
+    height: u32,
+    layout: Layout,
+}
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq)]
+enum Layout {
+    Gray,
+    GrayAlpha,
+    Rgb,
+    Rgba,
+}
+
+impl Layout {
+    fn fir(self) -> fir::PixelType {
+        match self {
+            Self::Gray => fir::PixelType::U8,
+            Self::GrayAlpha => fir::PixelType::U8x2,
+            Self::Rgb => fir::PixelType::U8x3,
+            Self::Rgba => fir::PixelType::U8x4,
+        }
+    }
+}
+
+fn run(
+    bytes: &[u8],
+    spec: &ResizeSpec,
+    limits: &Limits,
+    shrink_on_load: bool,
+) -> Result<Encoded, ImagingError> {
+    let header = read_header(bytes, limits)?;
+    let out_format = spec
+        .format
+        .unwrap_or_else(|| header.format.default_output());
+    let quality = spec.quality.unwrap_or(DEFAULT_QUALITY);
+
+    let (pixels, orientation, raw_plan) = if header.format == Format::Jpeg && shrink_on_load {
+        decode_jpeg_scaled(bytes, &header, spec, limits)?
+    } else {
+        decode_generic(bytes, &header, spec, limits)?
+    };
+
+    let resized = resize_pixels(pixels, &raw_plan, header.width)?;
+    let mut img = into_dynamic(resized)?;
+    if orientation != Orientation::NoTransforms {
+        img.apply_orientation(orientation);
+    }
+    let encoded = encode(&img, out_format, quality)?;
+    Ok(Encoded {
+        bytes: Bytes::from(encoded),
+        format: out_format,
+    })
+}
+
+/// Plans in displayed space, then maps the plan to stored (pre-orientation) space.
+fn plan_for(
+    header: &Header,
+    orientation: Orientation,
+    spec: &ResizeSpec,
+    limits: &Limits,
+) -> Result<Plan, ImagingError> {
+    let swaps = matches!(
+        orientation,
+        Orientation::Rotate90
+            | Orientation::Rotate270
+            | Orientation::Rotate90FlipH
+            | Orientation::Rotate270FlipH
+    );
+    if swaps {
+        Ok(plan(header.height, header.width, spec, limits)?.transposed())
+    } else {
+        plan(header.width, header.height, spec, limits)
+    }
+}
+
+/// Limits handed to the `image` decoders as a second line of defence behind [`read_header`].
+pub(crate) fn decoder_limits(limits: &Limits) -> image::Limits {
+    let mut l = image::Limits::default();
+    // 8 bytes per pixel covers 16-bit RGBA; plus slack for decoder tables and rows.
+    l.max_alloc = Some(
+        limits
+            .max_input_pixels
+            .saturating_mul(8)
+            .saturating_add(64 << 20),
+    );
+    l
+}
+
+fn map_image_error(format: Format) -> impl Fn(image::ImageError) -> ImagingError {
+    move |e| match e {
+        image::ImageError::Limits(e) => ImagingError::TooLarge(format!("{format}: {e}")),
+        image::ImageError::Unsupported(e) => {
+            ImagingError::Corrupt(format!("{format}: unsupported variant: {e}"))
+        }
+        image::ImageError::Parameter(e) => ImagingError::InvalidParams(e.to_string()),
+        image::ImageError::Encoding(e) => ImagingError::Internal(e.to_string()),
+        e => ImagingError::Corrupt(format!("{format}: {e}")),
+    }
+}
+
+/// Any format through the `image` crate, at full size.
+fn decode_generic(
+    bytes: &[u8],
+    header: &Header,
+    spec: &ResizeSpec,
+    limits: &Limits,
+) -> Result<(Pixels, Orientation, Plan), ImagingError> {
+    let err = map_image_error(header.format);
+    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), header.format.image_format());
+    reader.limits(decoder_limits(limits));
+    let mut decoder = reader.into_decoder().map_err(&err)?;
+    let orientation = if header.format == Format::Jpeg {
+        Orientation::from_exif(header.exif_orientation).unwrap_or(Orientation::NoTransforms)
+    } else {
+        decoder.orientation().unwrap_or(Orientation::NoTransforms)
+    };
+    let (dw, dh) = decoder.dimensions();
+    if (dw, dh) != (header.width, header.height) {
+        // Our header parser and the decoder disagree: trust neither.
+        return Err(ImagingError::Corrupt(format!(
+            "{}: header says {}x{}, decoder says {dw}x{dh}",
+            header.format, header.width, header.height
+        )));
+    }
+    let raw_plan = plan_for(header, orientation, spec, limits)?;
+    let img = DynamicImage::from_decoder(decoder).map_err(&err)?;
+    Ok((from_dynamic(img), orientation, raw_plan))
+}
+
+fn from_dynamic(img: DynamicImage) -> Pixels {
+    let (width, height) = (img.width(), img.height());
+    let color = img.color();
+    let (data, layout) = match (color.has_color(), color.has_alpha()) {
+        (false, false) => (img.into_luma8().into_raw(), Layout::Gray),
+        (false, true) => (img.into_luma_alpha8().into_raw(), Layout::GrayAlpha),
+        (true, false) => (img.into_rgb8().into_raw(), Layout::Rgb),
+        (true, true) => (img.into_rgba8().into_raw(), Layout::Rgba),
+    };
+    Pixels {
+        data,
+        width,
+        height,
+        layout,
+    }
+}
+
+/// The largest DCT reduction (1, 2, 4 or 8) whose output still covers `need` from `region`.
+fn jpeg_reduction(region: (f64, f64), need: (u32, u32)) -> u32 {
+    for r in [8u32, 4, 2] {
+        let rf = f64::from(r);
+        if (region.0 / rf).floor() >= f64::from(need.0) && (region.1 / rf).floor() >= f64::from(need.1)
+        {
+            return r;
+        }
+    }
+    1
+}
+
+/// JPEG with shrink-on-load through `jpeg-decoder`'s DCT scaling; falls back to
+/// [`decode_generic`] when no reduction helps or the colour model needs it (CMYK, 16-bit).
+fn decode_jpeg_scaled(
+    bytes: &[u8],
+    header: &Header,
+    spec: &ResizeSpec,
+    limits: &Limits,
+) -> Result<(Pixels, Orientation, Plan), ImagingError> {
+    let orientation =
+        Orientation::from_exif(header.exif_orientation).unwrap_or(Orientation::NoTransforms);
+    let raw_plan = plan_for(header, orientation, spec, limits)?;
+    let region = raw_plan.crop.map_or(
+        (f64::from(header.width), f64::from(header.height)),
+        |(_, _, w, h)| (w, h),
+    );
+    let r = jpeg_reduction(region, (raw_plan.width, raw_plan.height));
+    let info = jpeg_info(bytes)?;
+    if r == 1 || !matches!(info.components, 1 | 3) {
+        return decode_generic(bytes, header, spec, limits);
+    }
+    let expect = |v: u32| v.div_ceil(r);
+    let (ew, eh) = (expect(header.width), expect(header.height));
+    let mut dec = jpeg_decoder::Decoder::new(bytes);
+    dec.set_max_decoding_buffer_size(
+        usize::try_from(limits.max_input_pixels.saturating_mul(4)).unwrap_or(usize::MAX),
+    );
+    let corrupt = |e: jpeg_decoder::Error| ImagingError::Corrupt(format!("jpeg: {e}"));
+    // Sides fit in u16: JPEG headers store them as u16.
+    let (sw, sh) = dec.scale(ew as u16, eh as u16).map_err(corrupt)?;
+    let data = dec.decode().map_err(corrupt)?;
+    let Some(info) = dec.info() else {
+        return Err(ImagingError::Internal("jpeg: no info after decode".into()));
+    };
+    let layout = match info.pixel_format {
+        jpeg_decoder::PixelFormat::L8 => Layout::Gray,
+        jpeg_decoder::PixelFormat::RGB24 => Layout::Rgb,
+        _ => return decode_generic(bytes, header, spec, limits),
+    };
+    let pixels = Pixels {
+        data,
+        width: u32::from(sw),
+        height: u32::from(sh),
+        layout,
+    };
+    Ok((pixels, orientation, raw_plan))
+}
+
+/// Scales (and crops) `src` to the plan with SIMD convolution. `stored_width` is the source's
+/// full stored width, to map crop coordinates onto a DCT-reduced decode.
+fn resize_pixels(src: Pixels, plan: &Plan, stored_width: u32) -> Result<Pixels, ImagingError> {
+    let scale = f64::from(src.width) / f64::from(stored_width);
+    if plan.crop.is_none() && (src.width, src.height) == (plan.width, plan.height) {
+        return Ok(src);
+    }
+    let internal = |e: &dyn std::fmt::Display| ImagingError::Internal(format!("resize: {e}"));
+    let pt = src.layout.fir();
+    let src_view = fir::images::ImageRef::new(src.width, src.height, &src.data, pt)
+        .map_err(|e| internal(&e))?;
+    let mut dst = fir::images::Image::new(plan.width, plan.height, pt);
+    let mut options = fir::ResizeOptions::new()
+        .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom));
+    if let Some((l, t, w, h)) = plan.crop {
+        let (sw, sh) = (f64::from(src.width), f64::from(src.height));
+        let (l, t) = ((l * scale).clamp(0.0, sw), (t * scale).clamp(0.0, sh));
+        let (w, h) = ((w * scale).min(sw - l), (h * scale).min(sh - t));
+        options = options.crop(l, t, w, h);
+    }
+    fir::Resizer::new()
+        .resize(&src_view, &mut dst, &options)
+        .map_err(|e| internal(&e))?;
+    Ok(Pixels {
+        width: plan.width,
+        height: plan.height,
+        data: dst.into_vec(),
+        layout: src.layout,
+    })
+}
+
+fn into_dynamic(p: Pixels) -> Result<DynamicImage, ImagingError> {
+    let bad = || ImagingError::Internal("pixel buffer size mismatch".into());
+    let (w, h) = (p.width, p.height);
+    Ok(match p.layout {
+        Layout::Gray => DynamicImage::ImageLuma8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?),
+        Layout::GrayAlpha => {
+            DynamicImage::ImageLumaA8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?)
+        }
+        Layout::Rgb => DynamicImage::ImageRgb8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?),
+        Layout::Rgba => DynamicImage::ImageRgba8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?),
+    })
+}
+
+/// Blends an alpha channel onto white (JPEG has no transparency).
+fn flatten(img: &DynamicImage) -> DynamicImage {
+    let blend = |c: u8, a: u8| -> u8 {
+        let (c, a) = (u32::from(c), u32::from(a));
+        ((c * a + 255 * (255 - a) + 127) / 255) as u8
+    };
+    match img {
+        DynamicImage::ImageLumaA8(buf) => {
+            let out = image::GrayImage::from_fn(buf.width(), buf.height(), |x, y| {
+                let p = buf.get_pixel(x, y).0;
+                image::Luma([blend(p[0], p[1])])
+            });
+            DynamicImage::ImageLuma8(out)
+        }
+        DynamicImage::ImageRgba8(buf) => {
+            let out = image::RgbImage::from_fn(buf.width(), buf.height(), |x, y| {
+                let p = buf.get_pixel(x, y).0;
+                image::Rgb([blend(p[0], p[3]), blend(p[1], p[3]), blend(p[2], p[3])])
+            });
+            DynamicImage::ImageRgb8(out)
+        }
+        other => other.clone(),
+    }
+}
+
+fn encode(img: &DynamicImage, format: Format, quality: u8) -> Result<Vec<u8>, ImagingError> {
+    let internal = |e: &dyn std::fmt::Display| ImagingError::Internal(format!("encode {format}: {e}"));
+    let mut out = Vec::with_capacity(64 * 1024);
+    match format {
+        Format::Jpeg => {
+            let flat;
+            let img = if img.color().has_alpha() {
+                flat = flatten(img);
+                &flat
+            } else {
+                img
+            };
+            let (w, h) = (
+                u16::try_from(img.width()).map_err(|_| ImagingError::TooLarge("JPEG sides are at most 65535 px".into()))?,
+                u16::try_from(img.height()).map_err(|_| ImagingError::TooLarge("JPEG sides are at most 65535 px".into()))?,
+            );
+            let color = if img.color().has_color() {
+                jpeg_encoder::ColorType::Rgb
+            } else {
+                jpeg_encoder::ColorType::Luma
+            };
+            let encoder = jpeg_encoder::Encoder::new(&mut out, quality);
+            encoder
+                .encode(img.as_bytes(), w, h, color)
+                .map_err(|e| internal(&e))?;
+        }
+        Format::Png => {
+            let encoder = image::codecs::png::PngEncoder::new_with_quality(
+                &mut out,
+                image::codecs::png::CompressionType::Fast,
+                image::codecs::png::FilterType::Adaptive,
+            );
+            img.write_with_encoder(encoder).map_err(|e| internal(&e))?;
+        }
+        Format::Gif => {
+            let mut encoder = image::codecs::gif::GifEncoder::new_with_speed(&mut out, 10);
+            if img.color().has_alpha() {
+                let rgba = img.to_rgba8();
+                encoder.encode(rgba.as_raw(), rgba.width(), rgba.height(), image::ExtendedColorType::Rgba8)
+            } else {
+                let rgb = img.to_rgb8();
+                encoder.encode(rgb.as_raw(), rgb.width(), rgb.height(), image::ExtendedColorType::Rgb8)
+            }
+            .map_err(|e| internal(&e))?;
+        }
+        Format::Webp => {
+            let encoder = image::codecs::webp::WebPEncoder::new_lossless(&mut out);
+            img.write_with_encoder(encoder).map_err(|e| internal(&e))?;
+        }
+        Format::Bmp | Format::Tiff => {
+            img.write_to(Cursor::new(&mut out), format.image_format())
+                .map_err(|e| internal(&e))?;
+        }
+    }
+    Ok(out)
+}
