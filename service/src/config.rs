@@ -1,0 +1,292 @@
+//! Command line and environment: `sis [server|agent] --flags`, every flag also from
+//! a `SIS_*` variable, plus the Go binary's legacy flags rewritten before clap sees
+//! them. Defaults need no config file. Validation happens here, once.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `sis`: a simple, content-addressed image server.
+#[derive(Debug, Parser)]
+#[command(name = "sis", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Store images on local disk and serve them (the default).
+    Server(ServerArgs),
+    /// Cache and resize in front of a sis server.
+    Agent(AgentArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Flags shared by both modes.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address to listen on (API, /healthz, /readyz, /metrics).
+    #[arg(long, env = "SIS_LISTEN", default_value = "0.0.0.0:3333")]
+    pub listen: SocketAddr,
+    /// Memory cache size in bytes (`0` = off; `512KiB`, `100MiB`, `1GiB`).
+    #[arg(long, env = "SIS_CACHE_SIZE", default_value = "100MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+    /// When set, uploads and deletes need `Authorization: Bearer <token>`.
+    #[arg(long, env = "SIS_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Log format; defaults to text on a terminal, JSON otherwise.
+    #[arg(long, env = "SIS_LOG_FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+    /// Log filter (e.g. `info`, `sis=debug`); falls back to RUST_LOG, then `info`.
+    #[arg(long, env = "SIS_LOG_LEVEL")]
+    pub log_level: Option<String>,
+    /// How long in-flight requests may run after SIGTERM/SIGINT (`30s`, `500ms`, `2m`).
+    #[arg(long, env = "SIS_SHUTDOWN_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub shutdown_timeout: Duration,
+    /// Largest width or height a resize may produce.
+    #[arg(long, env = "SIS_MAX_SIDE", default_value_t = 8192)]
+    pub max_side: u32,
+    /// Largest pixel count a resize may produce.
+    #[arg(long, env = "SIS_MAX_OUTPUT_PIXELS", default_value_t = 40_000_000)]
+    pub max_output_pixels: u64,
+    /// Largest pixel count of an image that will be decoded.
+    #[arg(long, env = "SIS_MAX_INPUT_PIXELS", default_value_t = 100_000_000)]
+    pub max_input_pixels: u64,
+    /// Resize worker threads (0 = number of CPUs).
+    #[arg(long, env = "SIS_RESIZE_WORKERS", default_value_t = 0)]
+    pub resize_workers: usize,
+    /// Resize jobs that may wait before requests get 503.
+    #[arg(long, env = "SIS_RESIZE_QUEUE", default_value_t = 64)]
+    pub resize_queue: usize,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// Directory holding the images.
+    #[arg(long, env = "SIS_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// The sis server to forward storage to, e.g. `http://sis:3333`.
+    #[arg(long, env = "SIS_UPSTREAM")]
+    pub upstream: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+}
+
+impl Cli {
+    /// Parses `std::env::args` after [`normalize_args`].
+    pub fn parse_args() -> Self {
+        Self::parse_from(normalize_args(std::env::args().collect()))
+    }
+}
+
+/// Rewrites the Go binary's flags (`-port 4444`, `-cache 0` in MiB, `-image DIR`,
+/// `-localStore=true|false`) to the new form and inserts `server` when no
+/// subcommand is given.
+pub fn normalize_args(args: Vec<String>) -> Vec<String> {
+    let mut iter = args.into_iter();
+    let prog = iter.next().unwrap_or_else(|| "sis".into());
+    let mut rest: Vec<String> = Vec::new();
+    let mut agent = false;
+    let mut image: Option<String> = None;
+    let mut legacy = false;
+    let rest_in: Vec<String> = iter.collect();
+    let mut i = 0;
+    while i < rest_in.len() {
+        let arg = &rest_in[i];
+        let stripped = arg
+            .strip_prefix("--")
+            .or_else(|| arg.strip_prefix('-'))
+            .unwrap_or("");
+        let (flag, inline) = match stripped.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_string())),
+            None => (stripped, None),
+        };
+        let take_value = |i: &mut usize| -> Option<String> {
+            if inline.is_some() {
+                inline.clone()
+            } else {
+                *i += 1;
+                rest_in.get(*i).cloned()
+            }
+        };
+        match flag {
+            "port" => {
+                legacy = true;
+                if let Some(v) = take_value(&mut i) {
+                    rest.push("--listen".into());
+                    rest.push(format!("0.0.0.0:{v}"));
+                }
+            }
+            "cache" => {
+                legacy = true;
+                if let Some(v) = take_value(&mut i) {
+                    rest.push("--cache-size".into());
+                    rest.push(if v.chars().all(|c| c.is_ascii_digit()) {
+                        format!("{v}MiB")
+                    } else {
+                        v
+                    });
+                }
+            }
+            "image" => {
+                legacy = true;
+                image = take_value(&mut i);
+            }
+            "localStore" => {
+                legacy = true;
+                agent = matches!(
+                    inline.as_deref(),
+                    Some("false" | "0" | "f" | "F" | "FALSE" | "False")
+                );
+            }
+            _ => rest.push(arg.clone()),
+        }
+        i += 1;
+    }
+    let first = rest.first().map(String::as_str);
+    let has_sub = matches!(
+        first,
+        Some("server" | "agent" | "help" | "--help" | "-h" | "--version" | "-V")
+    );
+    let mut out = vec![prog];
+    if legacy && !has_sub {
+        out.push(if agent { "agent" } else { "server" }.into());
+    } else if !has_sub {
+        out.push("server".into());
+    }
+    out.extend(rest);
+    if let Some(img) = image {
+        out.push(if agent { "--upstream" } else { "--data-dir" }.into());
+        out.push(img);
+    }
+    out
+}
+
+/// Parses `0`, `4096`, `512KiB`, `100MiB`, `1GiB`, `10MB`, `100M`.
+///
+/// # Errors
+/// Not a number with a known unit.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid size {s:?}"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "kb" => 1000,
+        "m" | "mib" => 1 << 20,
+        "mb" => 1_000_000,
+        "g" | "gib" => 1 << 30,
+        "gb" => 1_000_000_000,
+        _ => return Err(format!("invalid size unit in {s:?} (use KiB, MiB, GiB)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} too large"))
+}
+
+/// Parses `30s`, `500ms`, `2m`, `1h`, or plain seconds.
+///
+/// # Errors
+/// Not a number with a known unit.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("invalid duration {s:?}"))?;
+    Ok(match unit {
+        "" | "s" => Duration::from_secs(n),
+        "ms" => Duration::from_millis(n),
+        "m" => Duration::from_secs(n * 60),
+        "h" => Duration::from_secs(n * 3600),
+        _ => return Err(format!("invalid duration unit in {s:?}")),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn norm(args: &[&str]) -> Vec<String> {
+        normalize_args(args.iter().map(|s| s.to_string()).collect())
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
+        assert_eq!(parse_size("100MiB"), Ok(100 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("MiB").is_err());
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("x").is_err());
+    }
+
+    #[test]
+    fn legacy_flags_rewritten() {
+        assert_eq!(norm(&["sis"]), ["sis", "server"]);
+        assert_eq!(
+            norm(&["sis", "-port", "4444", "-cache", "0", "-image", "/d"]),
+            [
+                "sis",
+                "server",
+                "--listen",
+                "0.0.0.0:4444",
+                "--cache-size",
+                "0MiB",
+                "--data-dir",
+                "/d"
+            ]
+        );
+        assert_eq!(
+            norm(&[
+                "sis",
+                "-port=4444",
+                "-localStore=false",
+                "-image=http://h:1"
+            ]),
+            [
+                "sis",
+                "agent",
+                "--listen",
+                "0.0.0.0:4444",
+                "--upstream",
+                "http://h:1"
+            ]
+        );
+        assert_eq!(
+            norm(&["sis", "--listen", "x"]),
+            ["sis", "server", "--listen", "x"]
+        );
+        assert_eq!(norm(&["sis", "agent"]), ["sis", "agent"]);
+        assert_eq!(norm(&["sis", "--version"]), ["sis", "--version"]);
+        let cli = Cli::parse_from(norm(&["sis", "-port", "4444", "-cache", "5"]));
+        let Command::Server(s) = cli.command else {
+            panic!("not server")
+        };
+        assert_eq!(s.common.cache_size, 5 << 20);
+        assert_eq!(s.common.listen.port(), 4444);
+    }
+}

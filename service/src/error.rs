@@ -1,0 +1,281 @@
+//! The crate's error type and the only `IntoResponse` for errors.
+//!
+//! Handlers return [`Failure`] = an [`Error`] plus the API surface it happened on:
+//! legacy routes answer the plain-text bodies the Go clients expect, `/v1` routes
+//! answer `{"error": "...", "code": "..."}`. Internal errors are logged here and
+//! answered with a generic message; details never reach the client.
+
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::imaging::ImagingError;
+use crate::store::{NameError, StoreError};
+
+/// Body of the legacy 413 for an oversized upload.
+pub const LEGACY_TOO_LARGE: &str = "上传文件超出50M限制";
+/// Body of the legacy 413 for a bad file name.
+pub const LEGACY_BAD_NAME: &str = "文件名长度超出50字节限制";
+/// Body of the legacy 400 for a wrong method.
+pub const LEGACY_BAD_METHOD: &str = "不要乱来";
+
+/// Everything a request can fail with. Cheap to clone (shared by single-flight waiters).
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    #[error("not found")]
+    NotFound,
+    #[error("invalid md5 (want 32 hex digits)")]
+    InvalidMd5,
+    #[error("invalid file name: {0}")]
+    InvalidName(NameError),
+    #[error("uploaded bytes do not match the md5 given")]
+    Md5Mismatch,
+    #[error("request body larger than 50 MiB")]
+    TooLarge,
+    #[error("not a supported image (JPEG, PNG, GIF, WebP, BMP, TIFF)")]
+    UnsupportedMedia,
+    #[error("this name already holds different content")]
+    Conflict,
+    #[error("bad request: {0}")]
+    BadRequest(String),
+    #[error("invalid parameters: {0}")]
+    InvalidParams(String),
+    #[error("missing or wrong bearer token")]
+    Unauthorized,
+    #[error("method not allowed")]
+    BadMethod,
+    #[error("image workers busy, retry later")]
+    Busy,
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable(u64),
+    #[error("image cannot be processed: {0}")]
+    Unprocessable(String),
+    #[error("storage failure: {0}")]
+    Storage(Arc<StoreError>),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// A stable kebab-case code (JSON `code`, log field).
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "not-found",
+            Self::InvalidMd5 => "invalid-md5",
+            Self::InvalidName(_) => "invalid-name",
+            Self::Md5Mismatch => "md5-mismatch",
+            Self::TooLarge => "payload-too-large",
+            Self::UnsupportedMedia => "unsupported-media-type",
+            Self::Conflict => "conflict",
+            Self::BadRequest(_) => "bad-request",
+            Self::InvalidParams(_) => "invalid-params",
+            Self::Unauthorized => "unauthorized",
+            Self::BadMethod => "method-not-allowed",
+            Self::Busy => "busy",
+            Self::RangeNotSatisfiable(_) => "range-not-satisfiable",
+            Self::Unprocessable(_) => "unprocessable-image",
+            Self::Storage(_) => "storage",
+            Self::Internal(_) => "internal",
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::InvalidMd5
+            | Self::Md5Mismatch
+            | Self::BadRequest(_)
+            | Self::InvalidParams(_)
+            | Self::InvalidName(_) => StatusCode::BAD_REQUEST,
+            Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Self::Conflict => StatusCode::CONFLICT,
+            Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::BadMethod => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
+            Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
+            Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::Storage(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn is_internal(&self) -> bool {
+        matches!(self, Self::Storage(_) | Self::Internal(_))
+    }
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::Conflict => Self::Conflict,
+            other => Self::Storage(Arc::new(other)),
+        }
+    }
+}
+
+impl From<ImagingError> for Error {
+    fn from(e: ImagingError) -> Self {
+        match e {
+            ImagingError::Unsupported => Self::UnsupportedMedia,
+            ImagingError::Busy => Self::Busy,
+            ImagingError::InvalidParams(m) => Self::InvalidParams(m),
+            ImagingError::Corrupt(m) | ImagingError::TooLarge(m) => Self::Unprocessable(m),
+            ImagingError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+/// Which API a request came through; decides the error body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    Legacy,
+    V1,
+}
+
+/// An error on a given surface: what handlers return.
+#[derive(Debug)]
+pub struct Failure {
+    pub surface: Surface,
+    pub error: Error,
+}
+
+impl Failure {
+    pub fn legacy(error: Error) -> Self {
+        Self {
+            surface: Surface::Legacy,
+            error,
+        }
+    }
+    pub fn v1(error: Error) -> Self {
+        Self {
+            surface: Surface::V1,
+            error,
+        }
+    }
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self::v1(error)
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let err = &self.error;
+        if err.is_internal() {
+            tracing::error!(error = %err, code = err.code(), "request failed");
+        }
+        let status = err.status();
+        let mut resp = match self.surface {
+            Surface::Legacy => {
+                let (status, body) = match err {
+                    Error::TooLarge => (status, LEGACY_TOO_LARGE.to_string()),
+                    Error::InvalidName(_) => {
+                        (StatusCode::PAYLOAD_TOO_LARGE, LEGACY_BAD_NAME.into())
+                    }
+                    Error::BadMethod => (StatusCode::BAD_REQUEST, LEGACY_BAD_METHOD.into()),
+                    // Legacy resize bounds: out of range is "not found", as in sis 1.x.
+                    Error::InvalidParams(_) => {
+                        (StatusCode::NOT_FOUND, "404 page not found\n".into())
+                    }
+                    Error::NotFound => (status, "404 page not found\n".into()),
+                    e if e.is_internal() => (status, "internal server error".into()),
+                    e => (status, e.to_string()),
+                };
+                let mut r = (status, body).into_response();
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                r
+            }
+            Surface::V1 => {
+                let message = if err.is_internal() {
+                    "internal server error".to_string()
+                } else {
+                    err.to_string()
+                };
+                let body = serde_json::json!({ "error": message, "code": err.code() });
+                (status, axum::Json(body)).into_response()
+            }
+        };
+        match err {
+            Error::Busy => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Error::RangeNotSatisfiable(len) => {
+                if let Ok(v) = HeaderValue::from_str(&format!("bytes */{len}")) {
+                    resp.headers_mut().insert(header::CONTENT_RANGE, v);
+                }
+            }
+            Error::Unauthorized => {
+                resp.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    async fn body(r: Response) -> (StatusCode, String) {
+        let status = r.status();
+        let b = r.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(b.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn legacy_bodies() {
+        let cases = [
+            (Error::TooLarge, 413, LEGACY_TOO_LARGE),
+            (Error::InvalidName(NameError::TooLong), 413, LEGACY_BAD_NAME),
+            (
+                Error::InvalidName(NameError::NotBaseName),
+                413,
+                LEGACY_BAD_NAME,
+            ),
+            (Error::BadMethod, 400, LEGACY_BAD_METHOD),
+            (
+                Error::InvalidParams("w".into()),
+                404,
+                "404 page not found\n",
+            ),
+            (
+                Error::Internal("secret path".into()),
+                500,
+                "internal server error",
+            ),
+        ];
+        for (e, status, text) in cases {
+            let (s, b) = body(Failure::legacy(e).into_response()).await;
+            assert_eq!((s.as_u16(), b.as_str()), (status, text));
+        }
+    }
+
+    #[tokio::test]
+    async fn v1_json() {
+        let r = Failure::v1(Error::Conflict).into_response();
+        let (s, b) = body(r).await;
+        assert_eq!(s, StatusCode::CONFLICT);
+        let v: serde_json::Value = serde_json::from_str(&b).unwrap();
+        assert_eq!(v["code"], "conflict");
+        let r = Failure::v1(Error::Busy).into_response();
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
+        let (s, b) = body(Failure::v1(Error::Internal("x".into())).into_response()).await;
+        assert_eq!(s, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!b.contains('x') || b.contains("internal server error"));
+        let from_store: Error = StoreError::Conflict.into();
+        assert_eq!(from_store.code(), "conflict");
+        let from_img: Error = ImagingError::Busy.into();
+        assert_eq!(from_img.code(), "busy");
+    }
+}

@@ -1,0 +1,232 @@
+//! The sis 1.x/2.x API, wire-compatible: `/up`, `/derect_up` (sic), `/simple_down`,
+//! `/full_down`, `/stretch_simple_down`, `/stretch_full_down`. Errors answer the
+//! legacy plain-text bodies (see [`crate::error`]).
+
+use axum::Router;
+use axum::extract::{Request, State};
+use axum::http::{HeaderValue, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Serialize;
+
+use crate::error::{Error, Failure};
+use crate::state::{AppState, MAX_UPLOAD_BYTES};
+use crate::store::{FileName, Md5Hex};
+
+use super::upload::{Part, read_multipart};
+use super::{authorize, content_length, params, query_get, query_pairs, reject_oversized, serve};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/up", post(up).fallback(bad_method))
+        .route("/derect_up", post(derect_up).fallback(bad_method))
+        .route("/simple_down", get(simple_down))
+        .route("/full_down", get(full_down))
+        .route("/stretch_simple_down", get(stretch_simple_down))
+        .route("/stretch_full_down", get(stretch_full_down))
+}
+
+async fn bad_method() -> Failure {
+    Failure::legacy(Error::BadMethod)
+}
+
+#[derive(Serialize)]
+struct UpResult {
+    #[serde(rename = "Name")]
+    name: String,
+    #[serde(rename = "MD5")]
+    md5: String,
+}
+
+/// Parts to store, all validated before anything is written.
+pub(crate) struct Checked {
+    pub md5: Md5Hex,
+    pub name: FileName,
+    pub part: Part,
+}
+
+/// Authorizes, applies the early 413, and reads the multipart body.
+pub(crate) async fn read_upload(
+    state: &AppState,
+    req: Request,
+    surface: fn(Error) -> Failure,
+) -> Result<Vec<Part>, Response> {
+    let (parts, body) = req.into_parts();
+    authorize(state, &parts.headers).map_err(|e| surface(e).into_response())?;
+    if content_length(&parts.headers).is_some_and(|n| n > MAX_UPLOAD_BYTES) {
+        let resp = surface(Error::TooLarge).into_response();
+        return Err(reject_oversized(body, &parts.headers, resp));
+    }
+    read_multipart(&parts.headers, body)
+        .await
+        .map_err(|e| surface(e).into_response())
+}
+
+/// Stores validated parts in order; returns how many were new.
+pub(crate) async fn store_all(state: &AppState, items: &[Checked]) -> Result<(), Error> {
+    for item in items {
+        let outcome = state
+            .origin
+            .put(item.md5.clone(), item.name.clone(), item.part.bytes.clone())
+            .await?;
+        record_put(state, outcome);
+    }
+    Ok(())
+}
+
+pub(crate) fn record_put(state: &AppState, outcome: crate::store::PutOutcome) {
+    if let crate::store::PutOutcome::Created { new_bytes } = outcome {
+        state.metrics.images_stored.inc();
+        state.metrics.storage_objects.inc();
+        state
+            .metrics
+            .storage_bytes
+            .add(i64::try_from(new_bytes).unwrap_or(0));
+    }
+}
+
+async fn up(State(state): State<AppState>, req: Request) -> Response {
+    let parts = match read_upload(&state, req, Failure::legacy).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    match up_inner(&state, parts).await {
+        Ok(r) => r,
+        Err(e) => Failure::legacy(e).into_response(),
+    }
+}
+
+async fn up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response, Error> {
+    let mut items = Vec::new();
+    for part in parts {
+        let Some(filename) = part.filename.clone() else {
+            continue; // plain form field
+        };
+        let name = FileName::parse(&filename).map_err(Error::InvalidName)?;
+        items.push(Checked {
+            md5: Md5Hex::of(&part.bytes),
+            name,
+            part,
+        });
+    }
+    for item in &items {
+        crate::imaging::sniff(&item.part.bytes).ok_or(Error::UnsupportedMedia)?;
+    }
+    if items.is_empty() {
+        return Err(Error::BadRequest("no file in the upload".into()));
+    }
+    store_all(state, &items).await?;
+    let out: Vec<UpResult> = items
+        .iter()
+        .map(|i| UpResult {
+            name: i.name.as_str().to_owned(),
+            md5: i.md5.to_string(),
+        })
+        .collect();
+    Ok(axum::Json(out).into_response())
+}
+
+async fn derect_up(State(state): State<AppState>, req: Request) -> Response {
+    let parts = match read_upload(&state, req, Failure::legacy).await {
+        Ok(p) => p,
+        Err(resp) => return resp,
+    };
+    match derect_up_inner(&state, parts).await {
+        Ok(r) => r,
+        Err(e) => Failure::legacy(e).into_response(),
+    }
+}
+
+async fn derect_up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response, Error> {
+    let mut items = Vec::new();
+    for part in parts {
+        let Some(filename) = part.filename.clone() else {
+            continue;
+        };
+        let claimed = part
+            .field
+            .as_deref()
+            .and_then(Md5Hex::parse)
+            .ok_or(Error::InvalidMd5)?;
+        let name = FileName::parse(&filename).map_err(Error::InvalidName)?;
+        if Md5Hex::of(&part.bytes) != claimed {
+            return Err(Error::Md5Mismatch);
+        }
+        crate::imaging::sniff(&part.bytes).ok_or(Error::UnsupportedMedia)?;
+        items.push(Checked {
+            md5: claimed,
+            name,
+            part,
+        });
+    }
+    if items.is_empty() {
+        return Err(Error::BadRequest("no file in the upload".into()));
+    }
+    store_all(state, &items).await?;
+    let mut r = "上传完成".into_response();
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    Ok(r)
+}
+
+fn md5_param(pairs: &[(String, String)]) -> Result<Md5Hex, Error> {
+    query_get(pairs, "md5")
+        .and_then(Md5Hex::parse)
+        .ok_or(Error::InvalidMd5)
+}
+
+fn name_param(pairs: &[(String, String)]) -> Result<FileName, Error> {
+    let raw = query_get(pairs, "file_name").ok_or(Error::NotFound)?;
+    FileName::parse(raw).map_err(|_| Error::NotFound)
+}
+
+async fn download(state: AppState, req: Request, with_name: bool, stretch: bool) -> Response {
+    // Only the head is used; holding the (non-Sync) body across awaits is not needed.
+    let (req, _body) = req.into_parts();
+    let result = async {
+        let pairs = query_pairs(req.uri.query());
+        let md5 = md5_param(&pairs)?;
+        let name = if with_name {
+            Some(name_param(&pairs)?)
+        } else {
+            None
+        };
+        if stretch {
+            let spec = params::legacy_size(&pairs, &state.limits)?;
+            let canonical = params::canonical(&spec);
+            serve::variant_response(
+                &state,
+                &req.headers,
+                &md5,
+                name.as_ref(),
+                spec,
+                canonical,
+                false,
+            )
+            .await
+        } else {
+            let img = serve::load_original(&state, &md5, name.as_ref()).await?;
+            serve::original_response(&req.headers, &img, &md5)
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e| Failure::legacy(e).into_response())
+}
+
+async fn simple_down(State(state): State<AppState>, req: Request) -> Response {
+    download(state, req, false, false).await
+}
+
+async fn full_down(State(state): State<AppState>, req: Request) -> Response {
+    download(state, req, true, false).await
+}
+
+async fn stretch_simple_down(State(state): State<AppState>, req: Request) -> Response {
+    download(state, req, false, true).await
+}
+
+async fn stretch_full_down(State(state): State<AppState>, req: Request) -> Response {
+    download(state, req, true, true).await
+}

@@ -1,0 +1,291 @@
+//! Building image responses shared by the legacy and `/v1` surfaces: load through
+//! the cache, conditional requests (ETag / Last-Modified → 304), byte ranges for
+//! originals (206 / 416), and variants resized on the pool with single-flight.
+
+use std::time::{Instant, SystemTime};
+
+use axum::body::Body;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::Response;
+use bytes::Bytes;
+
+use crate::error::Error;
+use crate::imaging::{self, ImagingError, ResizeSpec};
+use crate::state::{AppState, CachedImage, ImageKey};
+use crate::store::{FileName, Md5Hex};
+
+const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
+
+/// Loads an original through the cache (single-flight on misses).
+///
+/// # Errors
+/// [`Error::NotFound`] when missing; storage errors.
+pub async fn load_original(
+    state: &AppState,
+    md5: &Md5Hex,
+    name: Option<&FileName>,
+) -> Result<CachedImage, Error> {
+    let key = ImageKey::Original {
+        md5: md5.clone(),
+        name: name.cloned(),
+    };
+    state
+        .cache
+        .get_or_load(key, || async {
+            let obj = state.origin.get(md5, name).await?.ok_or(Error::NotFound)?;
+            let format = imaging::sniff(&obj.bytes).ok_or(Error::UnsupportedMedia)?;
+            Ok(CachedImage {
+                bytes: obj.bytes,
+                format,
+                name: obj.name,
+                modified: obj.modified,
+            })
+        })
+        .await
+}
+
+fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+    let Some(inm) = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    inm.split(',')
+        .map(str::trim)
+        .any(|t| t == "*" || t == etag || t.strip_prefix("W/") == Some(etag))
+}
+
+fn not_modified_since(headers: &HeaderMap, modified: SystemTime) -> bool {
+    if headers.contains_key(header::IF_NONE_MATCH) {
+        return false;
+    }
+    let Some(ims) = headers
+        .get(header::IF_MODIFIED_SINCE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| httpdate::parse_http_date(v).ok())
+    else {
+        return false;
+    };
+    // HTTP dates have second precision.
+    let secs = |t: SystemTime| {
+        t.duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    };
+    secs(modified) <= secs(ims)
+}
+
+fn base_headers(h: &mut HeaderMap, etag: &str, modified: SystemTime) {
+    if let Ok(v) = HeaderValue::from_str(etag) {
+        h.insert(header::ETAG, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
+        h.insert(header::LAST_MODIFIED, v);
+    }
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static(CACHE_CONTROL),
+    );
+}
+
+fn not_modified(etag: &str, modified: SystemTime, vary: bool) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = StatusCode::NOT_MODIFIED;
+    base_headers(r.headers_mut(), etag, modified);
+    if vary {
+        r.headers_mut()
+            .insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    r
+}
+
+/// A satisfiable single byte range `start..=end`.
+fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
+    let spec = value.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None; // multiple ranges: serve the whole thing
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        if n == 0 || len == 0 {
+            return Some(Err(()));
+        }
+        (len.saturating_sub(n), len - 1)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            len.saturating_sub(1)
+        } else {
+            b.parse::<u64>().ok()?.min(len.saturating_sub(1))
+        };
+        if start >= len || start > end {
+            return Some(Err(()));
+        }
+        (start, end)
+    };
+    Some(Ok(range))
+}
+
+/// Answers an original: 304, 206, 416 or 200.
+///
+/// # Errors
+/// [`Error::RangeNotSatisfiable`].
+pub fn original_response(
+    headers: &HeaderMap,
+    img: &CachedImage,
+    md5: &Md5Hex,
+) -> Result<Response, Error> {
+    let etag = format!("\"{md5}\"");
+    if etag_matches(headers, &etag) || not_modified_since(headers, img.modified) {
+        return Ok(not_modified(&etag, img.modified, false));
+    }
+    let len = img.bytes.len() as u64;
+    let range = headers
+        .get(header::RANGE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| parse_range(v, len));
+    let (status, body, content_range) = match range {
+        Some(Err(())) => return Err(Error::RangeNotSatisfiable(len)),
+        Some(Ok((start, end))) => (
+            StatusCode::PARTIAL_CONTENT,
+            img.bytes.slice(start as usize..=end as usize),
+            Some(format!("bytes {start}-{end}/{len}")),
+        ),
+        None => (StatusCode::OK, img.bytes.clone(), None),
+    };
+    let mut r = bytes_response(status, body, img, &etag, false);
+    r.headers_mut()
+        .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        r.headers_mut().insert(header::CONTENT_RANGE, cr);
+    }
+    Ok(r)
+}
+
+fn bytes_response(
+    status: StatusCode,
+    body: Bytes,
+    img: &CachedImage,
+    etag: &str,
+    vary: bool,
+) -> Response {
+    let len = body.len();
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    base_headers(h, etag, img.modified);
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(img.format.mime()),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    if vary {
+        h.insert(header::VARY, HeaderValue::from_static("Accept"));
+    }
+    r
+}
+
+/// Short stable hash for variant ETags.
+fn short_hash(s: &str) -> String {
+    // FNV-1a, 64 bit: stable across builds and platforms.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in s.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+/// Answers a resized variant; the ETag comes from MD5 + name + parameters, so a
+/// conditional request is answered before any image work.
+///
+/// # Errors
+/// Not found, busy, image errors.
+pub async fn variant_response(
+    state: &AppState,
+    headers: &HeaderMap,
+    md5: &Md5Hex,
+    name: Option<&FileName>,
+    spec: ResizeSpec,
+    params: String,
+    vary: bool,
+) -> Result<Response, Error> {
+    let original = load_original(state, md5, name).await?;
+    let etag = format!(
+        "\"{md5}-{}\"",
+        short_hash(&format!("{}|{params}", original.name))
+    );
+    if etag_matches(headers, &etag) || not_modified_since(headers, original.modified) {
+        return Ok(not_modified(&etag, original.modified, vary));
+    }
+    let key = ImageKey::Variant {
+        md5: md5.clone(),
+        name: name.cloned(),
+        params,
+    };
+    let variant = state
+        .cache
+        .get_or_load(key, || async {
+            let start = Instant::now();
+            let res = state
+                .pool
+                .run(original.bytes.clone(), spec, state.limits.clone())
+                .await;
+            match &res {
+                Ok(_) => state
+                    .metrics
+                    .resize_duration
+                    .observe(start.elapsed().as_secs_f64()),
+                Err(ImagingError::Busy) => state.metrics.resize_rejected.inc(),
+                Err(_) => {}
+            }
+            let enc = res?;
+            Ok(CachedImage {
+                bytes: enc.bytes,
+                format: enc.format,
+                name: original.name.clone(),
+                modified: original.modified,
+            })
+        })
+        .await?;
+    Ok(bytes_response(
+        StatusCode::OK,
+        variant.bytes.clone(),
+        &variant,
+        &etag,
+        vary,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range("bytes=0-9", 100), Some(Ok((0, 9))));
+        assert_eq!(parse_range("bytes=90-", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=-10", 100), Some(Ok((90, 99))));
+        assert_eq!(parse_range("bytes=50-500", 100), Some(Ok((50, 99))));
+        assert_eq!(parse_range("bytes=100-", 100), Some(Err(())));
+        assert_eq!(parse_range("bytes=0-1,5-6", 100), None);
+        assert_eq!(parse_range("items=0-1", 100), None);
+    }
+
+    #[test]
+    fn etags() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::IF_NONE_MATCH,
+            HeaderValue::from_static("\"a\", W/\"b\""),
+        );
+        assert!(etag_matches(&h, "\"a\""));
+        assert!(etag_matches(&h, "\"b\""));
+        assert!(!etag_matches(&h, "\"c\""));
+        assert_eq!(short_hash("x"), short_hash("x"));
+        assert_ne!(short_hash("x"), short_hash("y"));
+    }
+}

@@ -1,0 +1,270 @@
+//! The `/v1` API: upload (multipart or raw body), download with resize
+//! parameters, metadata and delete. Errors answer `{"error", "code"}` JSON.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use serde::Serialize;
+
+use crate::error::{Error, Failure};
+use crate::imaging::{self, ImagingError};
+use crate::state::{AppState, ImageKey, MAX_UPLOAD_BYTES};
+use crate::store::{FileName, Md5Hex};
+
+use super::legacy::Checked;
+use super::upload::{Part, is_multipart, read_raw};
+use super::{authorize, content_length, params, query_get, query_pairs, reject_oversized, serve};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/images", axum::routing::post(upload))
+        .route("/v1/images/{md5}", get(get_first).delete(delete_all))
+        .route("/v1/images/{md5}/meta", get(meta))
+        .route(
+            "/v1/images/{md5}/{name}",
+            get(get_named).delete(delete_named),
+        )
+}
+
+#[derive(Serialize)]
+struct Uploaded {
+    name: String,
+    md5: String,
+    size: u64,
+    format: &'static str,
+    width: Option<u32>,
+    height: Option<u32>,
+    url: String,
+}
+
+/// The `/v1` URL of a stored image.
+pub fn image_url(md5: &Md5Hex, name: &FileName) -> String {
+    format!(
+        "/v1/images/{md5}/{}",
+        utf8_percent_encode(name.as_str(), NON_ALPHANUMERIC)
+    )
+}
+
+async fn upload(State(state): State<AppState>, req: Request) -> Response {
+    match upload_inner(&state, req).await {
+        Ok(r) => r,
+        Err(r) => r,
+    }
+}
+
+async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Response> {
+    let fail = |e: Error| Failure::v1(e).into_response();
+    let pairs = query_pairs(req.uri().query());
+    let parts = if is_multipart(req.headers()) {
+        super::legacy::read_upload(state, req, Failure::v1).await?
+    } else {
+        let (head, body) = req.into_parts();
+        authorize(state, &head.headers).map_err(fail)?;
+        if content_length(&head.headers).is_some_and(|n| n > MAX_UPLOAD_BYTES) {
+            return Err(reject_oversized(body, &head.headers, fail(Error::TooLarge)));
+        }
+        let bytes = read_raw(body).await.map_err(fail)?;
+        let name = match query_get(&pairs, "name") {
+            Some(n) => n.to_owned(),
+            None => {
+                let ext = imaging::sniff(&bytes)
+                    .map(|f| f.extension())
+                    .unwrap_or("bin");
+                format!("{}.{ext}", Md5Hex::of(&bytes))
+            }
+        };
+        vec![Part {
+            field: None,
+            filename: Some(name),
+            bytes,
+        }]
+    };
+    let mut items = Vec::new();
+    for part in parts {
+        let Some(filename) = part.filename.clone() else {
+            continue;
+        };
+        let name = FileName::parse(&filename)
+            .map_err(Error::InvalidName)
+            .map_err(fail)?;
+        items.push(Checked {
+            md5: Md5Hex::of(&part.bytes),
+            name,
+            part,
+        });
+    }
+    if items.is_empty() {
+        return Err(fail(Error::BadRequest("no file in the upload".into())));
+    }
+    let mut probes = Vec::new();
+    for item in &items {
+        let format = imaging::sniff(&item.part.bytes)
+            .ok_or(Error::UnsupportedMedia)
+            .map_err(fail)?;
+        let dims = match imaging::probe(&item.part.bytes, &state.limits) {
+            Ok(p) => Some((p.width, p.height)),
+            // Stored anyway; only resizing is refused for such images.
+            Err(ImagingError::TooLarge(_)) => None,
+            Err(_) => return Err(fail(Error::UnsupportedMedia)),
+        };
+        probes.push((format, dims));
+    }
+    super::legacy::store_all(state, &items)
+        .await
+        .map_err(fail)?;
+    let images: Vec<Uploaded> = items
+        .iter()
+        .zip(probes)
+        .map(|(i, (format, dims))| Uploaded {
+            name: i.name.as_str().to_owned(),
+            md5: i.md5.to_string(),
+            size: i.part.bytes.len() as u64,
+            format: format.extension(),
+            width: dims.map(|d| d.0),
+            height: dims.map(|d| d.1),
+            url: image_url(&i.md5, &i.name),
+        })
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({ "images": images })),
+    )
+        .into_response())
+}
+
+fn parse_md5(s: &str) -> Result<Md5Hex, Error> {
+    Md5Hex::parse(s).ok_or(Error::InvalidMd5)
+}
+
+fn parse_name(s: &str) -> Result<FileName, Error> {
+    FileName::parse(s).map_err(Error::InvalidName)
+}
+
+async fn get_image(
+    state: &AppState,
+    headers: &HeaderMap,
+    query: Option<&str>,
+    md5: &str,
+    name: Option<&str>,
+) -> Result<Response, Error> {
+    let md5 = parse_md5(md5)?;
+    let name = name.map(parse_name).transpose()?;
+    let pairs = query_pairs(query);
+    match params::v1(&pairs, &state.limits)? {
+        None => {
+            let img = serve::load_original(state, &md5, name.as_ref()).await?;
+            serve::original_response(headers, &img, &md5)
+        }
+        Some(p) => {
+            let accepts_webp = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("image/webp"));
+            let vary = p.format == params::FormatChoice::Auto;
+            let (spec, canonical) = p.resolve(accepts_webp);
+            serve::variant_response(state, headers, &md5, name.as_ref(), spec, canonical, vary)
+                .await
+        }
+    }
+}
+
+async fn get_first(
+    State(state): State<AppState>,
+    Path(md5): Path<String>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    Ok(get_image(&state, &headers, uri.query(), &md5, None).await?)
+}
+
+async fn get_named(
+    State(state): State<AppState>,
+    Path((md5, name)): Path<(String, String)>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    Ok(get_image(&state, &headers, uri.query(), &md5, Some(&name)).await?)
+}
+
+#[derive(Serialize)]
+struct MetaName {
+    name: String,
+    size: u64,
+    stored: String,
+    url: String,
+}
+
+async fn meta(State(state): State<AppState>, Path(md5): Path<String>) -> Result<Response, Failure> {
+    let md5 = parse_md5(&md5)?;
+    let names = state.origin.names(&md5).await.map_err(Error::from)?;
+    let first = names.first().ok_or(Error::NotFound)?;
+    let img = serve::load_original(&state, &md5, Some(&first.name)).await?;
+    let dims = imaging::probe(&img.bytes, &state.limits).ok();
+    let stored = names.iter().map(|n| n.stored).min().unwrap_or(first.stored);
+    let list: Vec<MetaName> = names
+        .iter()
+        .map(|n| MetaName {
+            name: n.name.as_str().to_owned(),
+            size: n.size,
+            stored: httpdate::fmt_http_date(n.stored),
+            url: image_url(&md5, &n.name),
+        })
+        .collect();
+    Ok(Json(serde_json::json!({
+        "md5": md5.to_string(),
+        "names": list,
+        "size": first.size,
+        "format": img.format.extension(),
+        "mime": img.format.mime(),
+        "width": dims.as_ref().map(|d| d.width),
+        "height": dims.as_ref().map(|d| d.height),
+        "stored": httpdate::fmt_http_date(stored),
+    }))
+    .into_response())
+}
+
+async fn delete(
+    state: &AppState,
+    headers: &HeaderMap,
+    md5: &str,
+    name: Option<&str>,
+) -> Result<Response, Error> {
+    authorize(state, headers)?;
+    let md5 = parse_md5(md5)?;
+    let name = name.map(parse_name).transpose()?;
+    let (removed, freed) = state.origin.delete(&md5, name.as_ref()).await?;
+    // Drop every cached original and variant of this MD5 (names may have shifted).
+    state.cache.remove_where(|k: &ImageKey| k.md5() == &md5);
+    if removed == 0 {
+        return Err(Error::NotFound);
+    }
+    state
+        .metrics
+        .storage_objects
+        .sub(i64::try_from(removed).unwrap_or(0));
+    state
+        .metrics
+        .storage_bytes
+        .sub(i64::try_from(freed).unwrap_or(0));
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn delete_all(
+    State(state): State<AppState>,
+    Path(md5): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    Ok(delete(&state, &headers, &md5, None).await?)
+}
+
+async fn delete_named(
+    State(state): State<AppState>,
+    Path((md5, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    Ok(delete(&state, &headers, &md5, Some(&name)).await?)
+}

@@ -1,0 +1,159 @@
+//! [`AppState`]: what every handler shares — the origin (disk or upstream), the
+//! image cache, the resize pool, limits, metrics and the readiness flag. Built once
+//! at start-up; cloning is cheap (everything is behind `Arc`).
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+use crate::cache::{Cache, CacheKey, Weigh};
+use crate::error::Error;
+use crate::imaging::{Format, Limits, ResizePool};
+use crate::metrics::{CacheMetrics, Metrics};
+use crate::store::{FileName, Md5Hex, Origin};
+
+/// Uploads larger than this (by `Content-Length` or as streamed) are refused.
+pub const MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
+
+/// What the cache holds: originals by (md5, name) and resized variants.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ImageKey {
+    /// The original; `name: None` is "the first name under md5".
+    Original { md5: Md5Hex, name: Option<FileName> },
+    /// A variant; `params` is the canonical parameter string (also in its ETag).
+    Variant {
+        md5: Md5Hex,
+        name: Option<FileName>,
+        params: String,
+    },
+}
+
+impl ImageKey {
+    pub fn md5(&self) -> &Md5Hex {
+        match self {
+            Self::Original { md5, .. } | Self::Variant { md5, .. } => md5,
+        }
+    }
+}
+
+impl CacheKey for ImageKey {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Original { .. } => "original",
+            Self::Variant { .. } => "variant",
+        }
+    }
+}
+
+/// A cached image (original or variant) with what its response headers need.
+#[derive(Debug, Clone)]
+pub struct CachedImage {
+    pub bytes: Bytes,
+    pub format: Format,
+    pub name: FileName,
+    pub modified: SystemTime,
+}
+
+impl Weigh for CachedImage {
+    fn weight(&self) -> usize {
+        self.bytes.len() + self.name.as_str().len() + 64
+    }
+}
+
+/// The image cache type shared by both modes.
+pub type ImageCache = Cache<ImageKey, CachedImage, Error>;
+
+/// Shared state of one running `sis`.
+#[derive(Clone)]
+pub struct AppState {
+    pub mode: &'static str,
+    pub origin: Origin,
+    pub cache: Arc<ImageCache>,
+    pub pool: Arc<ResizePool>,
+    pub limits: Limits,
+    pub metrics: Metrics,
+    /// `Some` when uploads and deletes need `Authorization: Bearer <token>`.
+    pub api_token: Option<Arc<str>>,
+    /// Cleared on SIGTERM so /readyz answers 503 at once.
+    pub ready: Arc<AtomicBool>,
+}
+
+/// What [`AppState::new`] needs besides the origin.
+#[derive(Debug, Clone)]
+pub struct StateOptions {
+    pub mode: &'static str,
+    pub cache_bytes: u64,
+    pub limits: Limits,
+    pub resize_workers: usize,
+    pub resize_queue: usize,
+    pub api_token: Option<String>,
+}
+
+impl Default for StateOptions {
+    fn default() -> Self {
+        Self {
+            mode: "server",
+            cache_bytes: 100 << 20,
+            limits: Limits::default(),
+            resize_workers: 0,
+            resize_queue: 64,
+            api_token: None,
+        }
+    }
+}
+
+impl AppState {
+    /// Builds the state around an origin.
+    ///
+    /// # Errors
+    /// Metrics registration failed.
+    pub fn new(origin: Origin, opts: StateOptions) -> Result<Self, prometheus::Error> {
+        let metrics = Metrics::new(opts.mode)?;
+        let cache_bytes = usize::try_from(opts.cache_bytes).unwrap_or(usize::MAX);
+        metrics.set_cache_capacity(cache_bytes);
+        let cache = Arc::new(Cache::new(
+            cache_bytes,
+            Box::new(CacheMetrics(metrics.clone())),
+        ));
+        let workers = if opts.resize_workers == 0 {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(2)
+        } else {
+            opts.resize_workers
+        };
+        let pool = Arc::new(ResizePool::new(workers, opts.resize_queue));
+        Ok(Self {
+            mode: opts.mode,
+            origin,
+            cache,
+            pool,
+            limits: opts.limits,
+            metrics,
+            api_token: opts.api_token.filter(|t| !t.is_empty()).map(Arc::from),
+            ready: Arc::new(AtomicBool::new(true)),
+        })
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+
+    pub fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::SeqCst);
+    }
+
+    /// Refreshes the storage gauges from the origin (server mode).
+    pub async fn refresh_storage_gauges(&self) {
+        if let Some((objects, bytes)) = self.origin.usage().await {
+            self.metrics
+                .storage_objects
+                .set(i64::try_from(objects).unwrap_or(i64::MAX));
+            self.metrics
+                .storage_bytes
+                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
+        }
+    }
+}
