@@ -150,3 +150,25 @@ mod tests {
         assert_eq!(sniff(&[0xFF, 0xD8]), None);
     }
 }
+
+#[cfg(test)]
+mod sniff_tests {
+    use super::*;
+    use crate::imaging::testdata;
+
+    #[test]
+    fn sniff_each_generated_format() {
+        let img = testdata::gradient(16, 8);
+        for format in [
+            Format::Jpeg,
+            Format::Png,
+            Format::Gif,
+            Format::Webp,
+            Format::Bmp,
+            Format::Tiff,
+        ] {
+            let bytes = testdata::encode(&img, format);
+            assert_eq!(sniff(&bytes), Some(format), "{format}");
+        }
+    }
+}

@@ -31,6 +31,8 @@ mod format;
 mod pool;
 mod probe;
 mod resize;
+#[cfg(test)]
+mod testdata;
 
 pub use format::{Format, sniff};
 pub use pool::{PoolEvent, PoolObserver, ResizePool};

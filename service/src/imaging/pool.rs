@@ -199,3 +199,143 @@ impl ResizePool {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+    use std::sync::atomic::AtomicUsize;
+
+    use super::*;
+    use crate::imaging::{Fit, Format, testdata};
+
+    /// A job that holds its worker until the test opens the gate.
+    fn gated(gate: &Arc<std::sync::Barrier>) -> impl FnOnce() -> Result<(), ImagingError> + use<> {
+        let gate = Arc::clone(gate);
+        move || {
+            gate.wait();
+            Ok(())
+        }
+    }
+
+    async fn until(mut cond: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        panic!("condition not reached");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn busy_when_workers_and_queue_are_full() {
+        let pool = Arc::new(ResizePool::new(1, 1));
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let running = tokio::spawn({
+            let (pool, job) = (Arc::clone(&pool), gated(&gate));
+            async move { pool.run_fn(job).await }
+        });
+        until(|| pool.in_flight() == 1).await;
+        let queued = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.run_fn(|| Ok(())).await }
+        });
+        until(|| pool.queue_depth() == 1).await;
+        assert_eq!(pool.in_flight(), 1);
+
+        // Full: refused at once, without waiting for the running job.
+        let refused = pool.run_fn(|| Ok(())).await;
+        assert!(matches!(refused, Err(ImagingError::Busy)));
+        let bytes = Bytes::from(testdata::encode(&testdata::gradient(8, 8), Format::Png));
+        let refused = pool
+            .run(bytes, ResizeSpec::default(), Limits::default())
+            .await;
+        assert!(matches!(refused, Err(ImagingError::Busy)));
+
+        gate.wait();
+        assert!(matches!(running.await, Ok(Ok(()))));
+        assert!(matches!(queued.await, Ok(Ok(()))));
+        assert_eq!((pool.in_flight(), pool.queue_depth()), (0, 0));
+        assert!(pool.run_fn(|| Ok(())).await.is_ok());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn never_runs_more_than_workers_at_once() {
+        let pool = Arc::new(ResizePool::new(2, 100));
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut jobs = Vec::new();
+        for _ in 0..12 {
+            let (pool, running, peak) =
+                (Arc::clone(&pool), Arc::clone(&running), Arc::clone(&peak));
+            jobs.push(tokio::spawn(async move {
+                pool.run_fn(move || {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(20));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok(())
+                })
+                .await
+            }));
+        }
+        for job in jobs {
+            assert!(matches!(job.await, Ok(Ok(()))));
+        }
+        let peak = peak.load(Ordering::SeqCst);
+        assert!((1..=2).contains(&peak), "peak concurrency {peak}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn cancelled_waiters_give_their_slot_back() {
+        let pool = Arc::new(ResizePool::new(1, 1));
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let running = tokio::spawn({
+            let (pool, job) = (Arc::clone(&pool), gated(&gate));
+            async move { pool.run_fn(job).await }
+        });
+        until(|| pool.in_flight() == 1).await;
+        let waiter = tokio::spawn({
+            let pool = Arc::clone(&pool);
+            async move { pool.run_fn(|| Ok(())).await }
+        });
+        until(|| pool.queue_depth() == 1).await;
+        waiter.abort();
+        until(|| pool.queue_depth() == 0).await;
+        gate.wait();
+        assert!(matches!(running.await, Ok(Ok(()))));
+    }
+
+    #[tokio::test]
+    async fn runs_resize_and_reports_to_the_observer() {
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&events);
+        let pool = ResizePool::new(2, 4).with_observer(Arc::new(move |e: &PoolEvent| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.outcome);
+            }
+        }));
+        let bytes = Bytes::from(testdata::encode(&testdata::gradient(64, 32), Format::Jpeg));
+        let spec = ResizeSpec {
+            width: Some(16),
+            height: Some(16),
+            fit: Fit::Cover,
+            format: Some(Format::Webp),
+            quality: None,
+        };
+        let out = pool.run(bytes, spec, Limits::default()).await;
+        assert!(matches!(&out, Ok(e) if e.format == Format::Webp && !e.bytes.is_empty()));
+        let bad = pool
+            .run(
+                Bytes::from_static(b"nope"),
+                ResizeSpec::default(),
+                Limits::default(),
+            )
+            .await;
+        assert!(matches!(bad, Err(ImagingError::Unsupported)));
+        let panicked = pool.run_fn::<(), _>(|| panic!("boom")).await;
+        assert!(matches!(panicked, Err(ImagingError::Internal(_))));
+        let seen = events.lock().map(|v| v.clone()).unwrap_or_default();
+        assert_eq!(seen, vec!["ok", "unsupported-format", "internal"]);
+    }
+}

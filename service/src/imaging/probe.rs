@@ -160,8 +160,7 @@ fn gif_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {
             p += len;
         }
     };
-    loop {
-        let Some(&tag) = b.get(pos) else { break };
+    while let Some(&tag) = b.get(pos) {
         match tag {
             0x3B => break, // trailer
             0x21 => {
@@ -328,7 +327,10 @@ fn webp_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {
                         }
                     }
                     let len = usize::try_from(len).unwrap_or(usize::MAX);
-                    pos = pos.saturating_add(8).saturating_add(len).saturating_add(len & 1);
+                    pos = pos
+                        .saturating_add(8)
+                        .saturating_add(len)
+                        .saturating_add(len & 1);
                 }
             }
             Ok((w, h))
@@ -365,4 +367,172 @@ fn tiff_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {
         image::ImageError::Limits(e) => ImagingError::TooLarge(format!("tiff: {e}")),
         e => corrupt(Format::Tiff, &e.to_string()),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::imaging::testdata;
+
+    fn limits() -> Limits {
+        Limits::default()
+    }
+
+    #[test]
+    fn probe_reads_dimensions_of_every_format() {
+        let img = testdata::gradient(37, 21);
+        for format in [
+            Format::Jpeg,
+            Format::Png,
+            Format::Gif,
+            Format::Webp,
+            Format::Bmp,
+            Format::Tiff,
+        ] {
+            let bytes = testdata::encode(&img, format);
+            let p = probe(&bytes, &limits()).unwrap_or_else(|e| panic!("{format}: {e}"));
+            assert_eq!(
+                p,
+                Probe {
+                    format,
+                    width: 37,
+                    height: 21
+                },
+                "{format}"
+            );
+        }
+    }
+
+    #[test]
+    fn probe_reads_lossy_and_extended_webp_headers() {
+        // VP8 (lossy) key frame header, hand-made: only the header fields matter to probe.
+        let mut vp8 = b"RIFF\0\0\0\0WEBPVP8 \x10\0\0\0".to_vec();
+        vp8.extend_from_slice(&[0x50, 0x01, 0x00, 0x9d, 0x01, 0x2a]);
+        vp8.extend_from_slice(&640u16.to_le_bytes());
+        vp8.extend_from_slice(&480u16.to_le_bytes());
+        vp8.extend_from_slice(&[0; 6]);
+        let p = probe(&vp8, &limits()).map(|p| (p.width, p.height));
+        assert_eq!(p.ok(), Some((640, 480)));
+
+        // VP8X canvas 20000 x 20000 (400 MP): rejected from the header.
+        let mut vp8x = b"RIFF\0\0\0\0WEBPVP8X\x0a\0\0\0".to_vec();
+        vp8x.extend_from_slice(&[0x02, 0, 0, 0]);
+        vp8x.extend_from_slice(&[0x1F, 0x4E, 0x00, 0x1F, 0x4E, 0x00]);
+        assert!(matches!(
+            probe(&vp8x, &limits()),
+            Err(ImagingError::TooLarge(_))
+        ));
+    }
+
+    #[test]
+    fn probe_reports_displayed_size_of_rotated_jpeg() {
+        let img = testdata::gradient(40, 20);
+        let rotated = testdata::jpeg_with_orientation(&img, 6);
+        let p = probe(&rotated, &limits()).map(|p| (p.width, p.height));
+        assert_eq!(p.ok(), Some((20, 40)));
+        let flipped = testdata::jpeg_with_orientation(&img, 3);
+        let p = probe(&flipped, &limits()).map(|p| (p.width, p.height));
+        assert_eq!(p.ok(), Some((40, 20)));
+    }
+
+    fn assert_fast_too_large(bytes: &[u8]) {
+        let started = Instant::now();
+        let result = probe(bytes, &limits());
+        // Generous bound: the point is "no decoding happened", not a benchmark.
+        assert!(started.elapsed() < Duration::from_secs(1));
+        assert!(
+            matches!(result, Err(ImagingError::TooLarge(_))),
+            "expected TooLarge, got {result:?}"
+        );
+    }
+
+    #[test]
+    fn png_bomb_is_rejected_from_the_header() {
+        let bomb = testdata::png_declaring(50_000, 50_000);
+        assert!(bomb.len() < 100);
+        assert_fast_too_large(&bomb);
+        // Just under the limit is fine for probe (it never decodes).
+        assert!(probe(&testdata::png_declaring(10_000, 10_000), &limits()).is_ok());
+    }
+
+    #[test]
+    fn gif_bombs_are_rejected_from_the_header() {
+        assert_fast_too_large(&testdata::gif_declaring(50_000, 50_000, 1));
+        assert_fast_too_large(&testdata::gif_declaring(10, 10, 5_000));
+        let ok = probe(&testdata::gif_declaring(10, 10, MAX_FRAMES), &limits());
+        assert_eq!(ok.ok().map(|p| (p.width, p.height)), Some((10, 10)));
+    }
+
+    #[test]
+    fn tighter_limits_apply() {
+        let small = Limits {
+            max_input_pixels: 100,
+            ..Limits::default()
+        };
+        let bytes = testdata::encode(&testdata::gradient(11, 10), Format::Png);
+        assert!(matches!(
+            probe(&bytes, &small),
+            Err(ImagingError::TooLarge(_))
+        ));
+        let bytes = testdata::encode(&testdata::gradient(10, 10), Format::Png);
+        assert!(probe(&bytes, &small).is_ok());
+    }
+
+    #[test]
+    fn garbage_and_truncated_headers() {
+        assert!(matches!(
+            probe(&[], &limits()),
+            Err(ImagingError::Unsupported)
+        ));
+        assert!(matches!(
+            probe(&[0; 100], &limits()),
+            Err(ImagingError::Unsupported)
+        ));
+        assert!(matches!(
+            probe(b"definitely not an image", &limits()),
+            Err(ImagingError::Unsupported)
+        ));
+        let img = testdata::gradient(30, 30);
+        for format in [
+            Format::Jpeg,
+            Format::Png,
+            Format::Gif,
+            Format::Bmp,
+            Format::Webp,
+        ] {
+            let bytes = testdata::encode(&img, format);
+            for cut in [4, 12, 20] {
+                let r = probe(&bytes[..cut], &limits());
+                assert!(
+                    matches!(r, Err(ImagingError::Corrupt(_) | ImagingError::Unsupported)),
+                    "{format} cut at {cut}: {r:?}"
+                );
+            }
+        }
+        // A JPEG with its SOF cut off, and a GIF with no frame.
+        let jpeg = testdata::encode(&img, Format::Jpeg);
+        let sof = jpeg
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .unwrap_or_else(|| panic!("no SOF0 in test JPEG"));
+        for cut in [sof, sof + 4, sof + 8] {
+            let r = probe(&jpeg[..cut], &limits());
+            assert!(
+                matches!(r, Err(ImagingError::Corrupt(_))),
+                "cut at {cut}: {r:?}"
+            );
+        }
+        let gif = testdata::gif_declaring(10, 10, 0);
+        assert!(matches!(
+            probe(&gif, &limits()),
+            Err(ImagingError::Corrupt(_))
+        ));
+        // Zero-sized declarations.
+        assert!(matches!(
+            probe(&testdata::png_declaring(0, 10), &limits()),
+            Err(ImagingError::Corrupt(_))
+        ));
+    }
 }

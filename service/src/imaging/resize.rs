@@ -133,12 +133,12 @@ fn plan(sw: u32, sh: u32, spec: &ResizeSpec, limits: &Limits) -> Result<Plan, Im
             _ => {}
         }
     }
-    if let Some(q) = spec.quality {
-        if !(1..=100).contains(&q) {
-            return Err(ImagingError::InvalidParams(format!(
-                "quality {q} is not in 1..=100"
-            )));
-        }
+    if let Some(q) = spec.quality
+        && !(1..=100).contains(&q)
+    {
+        return Err(ImagingError::InvalidParams(format!(
+            "quality {q} is not in 1..=100"
+        )));
     }
     if sw == 0 || sh == 0 {
         return Err(ImagingError::Corrupt("empty source image".into()));
@@ -204,7 +204,6 @@ fn plan(sw: u32, sh: u32, spec: &ResizeSpec, limits: &Limits) -> Result<Plan, Im
         crop,
     })
 }
-
 
 /// Resizes `bytes` according to `spec`: pure and CPU-bound (call it from a blocking thread,
 /// e.g. through [`super::ResizePool`]). Applies EXIF orientation. Animated inputs yield their
@@ -342,7 +341,8 @@ fn decode_generic(
     limits: &Limits,
 ) -> Result<(Pixels, Orientation, Plan), ImagingError> {
     let err = map_image_error(header.format);
-    let mut reader = image::ImageReader::with_format(Cursor::new(bytes), header.format.image_format());
+    let mut reader =
+        image::ImageReader::with_format(Cursor::new(bytes), header.format.image_format());
     reader.limits(decoder_limits(limits));
     let mut decoder = reader.into_decoder().map_err(&err)?;
     let orientation = if header.format == Format::Jpeg {
@@ -384,7 +384,8 @@ fn from_dynamic(img: DynamicImage) -> Pixels {
 fn jpeg_reduction(region: (f64, f64), need: (u32, u32)) -> u32 {
     for r in [8u32, 4, 2] {
         let rf = f64::from(r);
-        if (region.0 / rf).floor() >= f64::from(need.0) && (region.1 / rf).floor() >= f64::from(need.1)
+        if (region.0 / rf).floor() >= f64::from(need.0)
+            && (region.1 / rf).floor() >= f64::from(need.1)
         {
             return r;
         }
@@ -474,12 +475,18 @@ fn into_dynamic(p: Pixels) -> Result<DynamicImage, ImagingError> {
     let bad = || ImagingError::Internal("pixel buffer size mismatch".into());
     let (w, h) = (p.width, p.height);
     Ok(match p.layout {
-        Layout::Gray => DynamicImage::ImageLuma8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?),
+        Layout::Gray => {
+            DynamicImage::ImageLuma8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?)
+        }
         Layout::GrayAlpha => {
             DynamicImage::ImageLumaA8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?)
         }
-        Layout::Rgb => DynamicImage::ImageRgb8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?),
-        Layout::Rgba => DynamicImage::ImageRgba8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?),
+        Layout::Rgb => {
+            DynamicImage::ImageRgb8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?)
+        }
+        Layout::Rgba => {
+            DynamicImage::ImageRgba8(image::ImageBuffer::from_raw(w, h, p.data).ok_or_else(bad)?)
+        }
     })
 }
 
@@ -509,7 +516,8 @@ fn flatten(img: &DynamicImage) -> DynamicImage {
 }
 
 fn encode(img: &DynamicImage, format: Format, quality: u8) -> Result<Vec<u8>, ImagingError> {
-    let internal = |e: &dyn std::fmt::Display| ImagingError::Internal(format!("encode {format}: {e}"));
+    let internal =
+        |e: &dyn std::fmt::Display| ImagingError::Internal(format!("encode {format}: {e}"));
     let mut out = Vec::with_capacity(64 * 1024);
     match format {
         Format::Jpeg => {
@@ -521,8 +529,12 @@ fn encode(img: &DynamicImage, format: Format, quality: u8) -> Result<Vec<u8>, Im
                 img
             };
             let (w, h) = (
-                u16::try_from(img.width()).map_err(|_| ImagingError::TooLarge("JPEG sides are at most 65535 px".into()))?,
-                u16::try_from(img.height()).map_err(|_| ImagingError::TooLarge("JPEG sides are at most 65535 px".into()))?,
+                u16::try_from(img.width()).map_err(|_| {
+                    ImagingError::TooLarge("JPEG sides are at most 65535 px".into())
+                })?,
+                u16::try_from(img.height()).map_err(|_| {
+                    ImagingError::TooLarge("JPEG sides are at most 65535 px".into())
+                })?,
             );
             let color = if img.color().has_color() {
                 jpeg_encoder::ColorType::Rgb
@@ -546,10 +558,20 @@ fn encode(img: &DynamicImage, format: Format, quality: u8) -> Result<Vec<u8>, Im
             let mut encoder = image::codecs::gif::GifEncoder::new_with_speed(&mut out, 10);
             if img.color().has_alpha() {
                 let rgba = img.to_rgba8();
-                encoder.encode(rgba.as_raw(), rgba.width(), rgba.height(), image::ExtendedColorType::Rgba8)
+                encoder.encode(
+                    rgba.as_raw(),
+                    rgba.width(),
+                    rgba.height(),
+                    image::ExtendedColorType::Rgba8,
+                )
             } else {
                 let rgb = img.to_rgb8();
-                encoder.encode(rgb.as_raw(), rgb.width(), rgb.height(), image::ExtendedColorType::Rgb8)
+                encoder.encode(
+                    rgb.as_raw(),
+                    rgb.width(),
+                    rgb.height(),
+                    image::ExtendedColorType::Rgb8,
+                )
             }
             .map_err(|e| internal(&e))?;
         }
@@ -563,4 +585,331 @@ fn encode(img: &DynamicImage, format: Format, quality: u8) -> Result<Vec<u8>, Im
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::imaging::{probe, sniff, testdata};
+
+    fn spec(width: Option<u32>, height: Option<u32>, fit: Fit) -> ResizeSpec {
+        ResizeSpec {
+            width,
+            height,
+            fit,
+            ..ResizeSpec::default()
+        }
+    }
+
+    fn ok(bytes: &[u8], spec: &ResizeSpec) -> Encoded {
+        resize(bytes, spec, &Limits::default()).unwrap_or_else(|e| panic!("resize {spec:?}: {e}"))
+    }
+
+    fn dims(e: &Encoded) -> (u32, u32) {
+        let p = probe(&e.bytes, &Limits::default()).unwrap_or_else(|err| panic!("probe: {err}"));
+        assert_eq!(p.format, e.format);
+        assert_eq!(sniff(&e.bytes), Some(e.format));
+        (p.width, p.height)
+    }
+
+    #[test]
+    fn fit_modes_give_exact_dimensions() {
+        let src = testdata::encode(&testdata::gradient(400, 200), Format::Png);
+        let cases = [
+            (Some(100), Some(100), Fit::Contain, (100, 50)),
+            (Some(100), Some(10), Fit::Contain, (20, 10)),
+            (Some(100), Some(100), Fit::Cover, (100, 100)),
+            (Some(30), Some(90), Fit::Cover, (30, 90)),
+            (Some(100), Some(100), Fit::Fill, (100, 100)),
+            (Some(30), Some(90), Fit::Stretch, (30, 90)),
+            (Some(800), Some(800), Fit::Contain, (800, 400)),
+            (Some(100), None, Fit::Contain, (100, 50)),
+            (Some(100), None, Fit::Cover, (100, 50)),
+            (None, Some(50), Fit::Stretch, (100, 50)),
+            (Some(333), None, Fit::Fill, (333, 167)),
+            (None, None, Fit::Contain, (400, 200)),
+        ];
+        for (w, h, fit, expected) in cases {
+            let out = ok(&src, &spec(w, h, fit));
+            assert_eq!(out.format, Format::Png);
+            assert_eq!(dims(&out), expected, "{w:?}x{h:?} {fit:?}");
+        }
+    }
+
+    #[test]
+    fn plan_output_matches_and_checks_limits() {
+        let limits = Limits::default();
+        assert_eq!(
+            plan_output(
+                4000,
+                3000,
+                &spec(Some(300), Some(200), Fit::Contain),
+                &limits
+            )
+            .ok(),
+            Some((267, 200))
+        );
+        let err = |w, h, fit| plan_output(100, 50, &spec(w, h, fit), &limits).err();
+        assert!(matches!(
+            err(Some(0), None, Fit::Contain),
+            Some(ImagingError::InvalidParams(_))
+        ));
+        assert!(matches!(
+            err(None, Some(0), Fit::Fill),
+            Some(ImagingError::InvalidParams(_))
+        ));
+        assert!(matches!(
+            err(Some(8193), None, Fit::Fill),
+            Some(ImagingError::TooLarge(_))
+        ));
+        assert!(err(Some(8192), Some(4000), Fit::Fill).is_none());
+        assert!(matches!(
+            err(Some(8192), Some(8192), Fit::Contain),
+            Some(ImagingError::TooLarge(_))
+        ));
+        // One side given: the other follows the aspect ratio and must fit the limits too.
+        assert!(matches!(
+            plan_output(1, 100, &spec(Some(100), None, Fit::Contain), &limits).err(),
+            Some(ImagingError::TooLarge(_))
+        ));
+        let q0 = ResizeSpec {
+            quality: Some(0),
+            ..spec(Some(10), None, Fit::Contain)
+        };
+        assert!(matches!(
+            plan_output(100, 50, &q0, &limits).err(),
+            Some(ImagingError::InvalidParams(_))
+        ));
+    }
+
+    #[test]
+    fn keeps_source_format_by_default_and_converts_on_request() {
+        let img = testdata::gradient(120, 80);
+        for (src, expected) in [
+            (Format::Jpeg, Format::Jpeg),
+            (Format::Png, Format::Png),
+            (Format::Gif, Format::Gif),
+            (Format::Webp, Format::Webp),
+            (Format::Bmp, Format::Png),
+            (Format::Tiff, Format::Png),
+        ] {
+            let bytes = testdata::encode(&img, src);
+            let out = ok(&bytes, &spec(Some(60), None, Fit::Contain));
+            assert_eq!(out.format, expected, "from {src}");
+            assert_eq!(dims(&out), (60, 40), "from {src}");
+        }
+        let png = testdata::encode(&img, Format::Png);
+        for target in [
+            Format::Jpeg,
+            Format::Png,
+            Format::Gif,
+            Format::Webp,
+            Format::Bmp,
+            Format::Tiff,
+        ] {
+            let out = ok(
+                &png,
+                &ResizeSpec {
+                    format: Some(target),
+                    ..spec(Some(30), Some(30), Fit::Cover)
+                },
+            );
+            assert_eq!(out.format, target);
+            assert_eq!(dims(&out), (30, 30), "to {target}");
+        }
+    }
+
+    #[test]
+    fn transparency_survives_png_and_webp_and_is_flattened_for_jpeg() {
+        let png = testdata::encode(&testdata::translucent(64, 32), Format::Png);
+        for target in [Format::Png, Format::Webp] {
+            let out = ok(
+                &png,
+                &ResizeSpec {
+                    format: Some(target),
+                    ..spec(Some(32), None, Fit::Contain)
+                },
+            );
+            let img = testdata::decode(&out.bytes);
+            assert!(img.color().has_alpha(), "{target}");
+            assert_eq!(img.to_rgba8().get_pixel(2, 2).0[3], 0, "{target}");
+        }
+        let out = ok(
+            &png,
+            &ResizeSpec {
+                format: Some(Format::Jpeg),
+                ..spec(Some(32), None, Fit::Contain)
+            },
+        );
+        // The transparent half became white.
+        let px = testdata::decode(&out.bytes).to_rgb8().get_pixel(2, 8).0;
+        assert!(px.iter().all(|&c| c > 240), "{px:?}");
+    }
+
+    #[test]
+    fn exif_orientation_6_rotates_clockwise() {
+        // Stored 200x100, left half red, right half blue; orientation 6 = rotate 90° CW, so
+        // the displayed image is 100x200 with red on top.
+        for (stored, target) in [((200, 100), None), ((800, 400), Some(50))] {
+            let img = testdata::halves(stored.0, stored.1);
+            let jpeg = testdata::jpeg_with_orientation(&img, 6);
+            let out = ok(&jpeg, &spec(target, None, Fit::Contain));
+            let decoded = testdata::decode(&out.bytes).to_rgb8();
+            let (w, h) = decoded.dimensions();
+            assert_eq!(
+                (w, h),
+                (target.unwrap_or(100), target.map_or(200, |t| t * 2))
+            );
+            let top = decoded.get_pixel(w / 2, h / 10).0;
+            let bottom = decoded.get_pixel(w / 2, h - h / 10).0;
+            assert!(top[0] > 200 && top[2] < 60, "top should be red: {top:?}");
+            assert!(
+                bottom[2] > 200 && bottom[0] < 60,
+                "bottom should be blue: {bottom:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn cover_crops_the_centre() {
+        // Thirds: red | green | blue; a square cover crop keeps only green.
+        let img =
+            image::DynamicImage::ImageRgb8(image::RgbImage::from_fn(300, 100, |x, _| {
+                match x / 100 {
+                    0 => image::Rgb([255, 0, 0]),
+                    1 => image::Rgb([0, 255, 0]),
+                    _ => image::Rgb([0, 0, 255]),
+                }
+            }));
+        for format in [Format::Png, Format::Jpeg] {
+            let bytes = testdata::encode(&img, format);
+            let out = ok(&bytes, &spec(Some(50), Some(50), Fit::Cover));
+            let decoded = testdata::decode(&out.bytes).to_rgb8();
+            for (x, y) in [(1, 1), (48, 1), (25, 25), (1, 48), (48, 48)] {
+                let px = decoded.get_pixel(x, y).0;
+                assert!(
+                    px[1] > 200 && px[0] < 60 && px[2] < 60,
+                    "{format} ({x},{y}): {px:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn quality_changes_jpeg_size() {
+        let bytes = testdata::encode(&testdata::noise(256, 256), Format::Png);
+        let at = |q| {
+            ok(
+                &bytes,
+                &ResizeSpec {
+                    format: Some(Format::Jpeg),
+                    quality: Some(q),
+                    ..spec(Some(200), None, Fit::Contain)
+                },
+            )
+            .bytes
+            .len()
+        };
+        let (low, high) = (at(10), at(95));
+        assert!(low * 2 < high, "q10 {low} bytes vs q95 {high} bytes");
+    }
+
+    #[test]
+    fn shrink_on_load_matches_the_full_decode() {
+        let src = testdata::encode(&testdata::gradient(1600, 1200), Format::Jpeg);
+        for (w, h, fit) in [
+            (Some(200), None, Fit::Contain),
+            (Some(150), Some(150), Fit::Cover),
+            (Some(100), Some(300), Fit::Fill),
+            (Some(900), None, Fit::Contain), // scale 1: same path in both
+        ] {
+            let s = spec(w, h, fit);
+            let fast = ok(&src, &s);
+            let reference = resize_reference(&src, &s, &Limits::default())
+                .unwrap_or_else(|e| panic!("reference: {e}"));
+            assert_eq!(dims(&fast), dims(&reference));
+            let diff = testdata::mean_abs_diff(
+                &testdata::decode(&fast.bytes),
+                &testdata::decode(&reference.bytes),
+            );
+            assert!(diff < 6.0, "{s:?}: mean abs diff {diff}");
+        }
+    }
+
+    #[test]
+    fn jpeg_reduction_covers_the_output() {
+        assert_eq!(jpeg_reduction((4000.0, 3000.0), (300, 200)), 8);
+        assert_eq!(jpeg_reduction((4000.0, 3000.0), (600, 200)), 4);
+        assert_eq!(jpeg_reduction((4000.0, 3000.0), (2000, 1500)), 2);
+        assert_eq!(jpeg_reduction((4000.0, 3000.0), (2001, 10)), 1);
+        assert_eq!(jpeg_reduction((100.0, 100.0), (100, 100)), 1);
+    }
+
+    #[test]
+    fn animated_gif_resizes_its_first_frame() {
+        let gif = testdata::gif_declaring(8, 6, 3);
+        let out = ok(&gif, &spec(Some(4), None, Fit::Contain));
+        assert_eq!(out.format, Format::Gif);
+        assert_eq!(dims(&out), (4, 3));
+    }
+
+    #[test]
+    fn bombs_are_rejected_before_decoding() {
+        for bomb in [
+            testdata::png_declaring(50_000, 50_000),
+            testdata::gif_declaring(50_000, 50_000, 1),
+            testdata::gif_declaring(10, 10, 5_000),
+        ] {
+            let started = Instant::now();
+            let r = resize(
+                &bomb,
+                &spec(Some(100), None, Fit::Contain),
+                &Limits::default(),
+            );
+            assert!(started.elapsed() < Duration::from_secs(1));
+            assert!(matches!(r, Err(ImagingError::TooLarge(_))), "{r:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_and_corrupt_images_are_corrupt() {
+        let img = testdata::noise(200, 150);
+        let s = spec(Some(50), None, Fit::Contain);
+        for format in [Format::Jpeg, Format::Png, Format::Gif] {
+            let bytes = testdata::encode(&img, format);
+            for cut in [bytes.len() / 10, bytes.len() / 2, bytes.len() - 40] {
+                let r = resize(&bytes[..cut], &s, &Limits::default());
+                assert!(
+                    matches!(r, Err(ImagingError::Corrupt(_))),
+                    "{format} cut at {cut}/{}: {:?}",
+                    bytes.len(),
+                    r.map(|e| e.bytes.len())
+                );
+            }
+            // Same length, scrambled body.
+            let mut scrambled = bytes.clone();
+            let header = scrambled.len() / 3;
+            for (i, b) in scrambled[header..].iter_mut().enumerate() {
+                *b = (i as u8).wrapping_mul(31) ^ 0xA5;
+            }
+            let r = resize(&scrambled, &s, &Limits::default());
+            assert!(r.is_err(), "{format} scrambled decoded fine");
+        }
+        let r = resize(&[], &s, &Limits::default());
+        assert!(matches!(r, Err(ImagingError::Unsupported)));
+        let r = resize(b"GIF89a", &s, &Limits::default());
+        assert!(matches!(r, Err(ImagingError::Corrupt(_))));
+    }
+
+    #[test]
+    fn png_declaring_more_than_it_holds_is_corrupt() {
+        let r = resize(
+            &testdata::png_declaring(100, 100),
+            &spec(Some(10), None, Fit::Contain),
+            &Limits::default(),
+        );
+        assert!(matches!(r, Err(ImagingError::Corrupt(_))), "{r:?}");
+    }
 }
