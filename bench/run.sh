@@ -46,7 +46,7 @@ log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 install_tools() {
   local need=() p
   for p in nginx libnginx-mod-http-image-filter wrk valgrind strace python3-venv curl; do
-    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
+    [[ $(dpkg-query -W -f='${Status}' "$p" 2>/dev/null) == "install ok installed" ]] || need+=("$p")
   done
   if ((${#need[@]})); then
     log "apt-get install ${need[*]}"
@@ -69,11 +69,13 @@ install_tools() {
     "$VENV/bin/pip" download -q --disable-pip-version-check --no-deps --only-binary :all: \
       --python-version 3.11 --platform manylinux2014_x86_64 -d "$wheels" "$SKIMAGE"
   fi
+  local wheel
+  wheel=$(compgen -G "$wheels/scikit_image-0.24.0-*.whl" || true)
+  wheel=${wheel%%$'\n'*}
   if ! [[ -f $CORPUS/MANIFEST ]]; then
     log "building corpus in $CORPUS"
     rm -rf "$CORPUS.tmp"
-    "$VENV/bin/python" "$LIB/corpus.py" "$(compgen -G "$wheels/scikit_image-0.24.0-*.whl" | head -1)" \
-      "$CORPUS.tmp"
+    "$VENV/bin/python" "$LIB/corpus.py" "$wheel" "$CORPUS.tmp"
     rm -rf "$CORPUS"
     mv "$CORPUS.tmp" "$CORPUS"
   fi
@@ -205,7 +207,7 @@ SETTLE_PIDS=()
 
 record_status() { # scenario target conc status
   printf '{"scenario":"%s","target":"%s","conc":%s,"status":"%s"}\n' "$1" "$2" "$3" \
-    "$(tr -d '"\\' <<<"$4" | tr '\n' ' ')" >>"$RESULTS"
+    "$(tr '\n' ' ' <<<"$4" | sed 's/["\\]//g')" >>"$RESULTS"
 }
 
 record_json() { # scenario target conc json
@@ -229,12 +231,12 @@ run_wrk() {
   fi
 }
 
-run_limit() { # scenario conc
+run_limit() { # scenario conc target [--dir-fsync]
   local json
-  log "scenario $1: raw write+fsync+rename c=$2 ${DUR}s in $WORK/limit"
+  log "scenario $1: $3 c=$2 ${DUR}s in $WORK/limit"
   json=$(python3 "$LIB/fsync_limit.py" --dir "$WORK/limit" --file "$CORPUS/upload.jpg" \
-    --concurrency "$2" --duration "$DUR" | sed -n 's/^BENCHJSON //p')
-  if [[ -n $json ]]; then record_json "$1" "raw fs limit" "$2" "$json"; else record_status "$1" "raw fs limit" "$2" "failed"; fi
+    --concurrency "$2" --duration "$DUR" "${@:4}" | sed -n 's/^BENCHJSON //p')
+  if [[ -n $json ]]; then record_json "$1" "$3" "$2" "$json"; else record_status "$1" "$3" "$2" "failed"; fi
 }
 
 first_line() { head -1 "$1"; }
@@ -262,8 +264,9 @@ check_fsync() { # port pid
 profile_cold_resize() { # port
   local port=$1 prof=$OUT/profile.txt n2=8 n12=2 tool
   [[ $SMOKE == 1 ]] && n2=2 n12=0
-  if perf stat -e instructions true >/dev/null 2>&1 &&
-    ! perf stat -e instructions true 2>&1 | grep -q 'not supported'; then
+  local probe
+  probe=$(perf stat -e instructions true 2>&1) || probe="not supported"
+  if [[ $probe != *"not supported"* && $probe != *"not counted"* ]]; then
     tool=perf
   else
     tool=callgrind
@@ -284,10 +287,10 @@ profile_cold_resize() { # port
   fi
   local i
   for ((i = 0; i < n2; i++)); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p2.txt")" 300 $((900 + i)))" || true
+    curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p2.txt")" 300 200)" || true
   done
   for ((i = 0; i < n12; i++)); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p12.txt")" 300 $((900 + i)))" || true
+    curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p12.txt")" 300 200)" || true
   done
   # SIGINT (what Ctrl-C sends): graceful shutdown, then the profiler writes its data
   kill -INT "$ppid" 2>/dev/null || true
@@ -295,19 +298,19 @@ profile_cold_resize() { # port
   kill -0 "$ppid" 2>/dev/null && { kill "$ppid" 2>/dev/null || true; sleep 2; }
   {
     echo "# cold-resize profile of sis server ($tool), $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "# workload: $n2 x GET 2 MP JPEG -> 300xH stretch, $n12 x 12 MP JPEG -> 300xH; --cache-size 0"
+    echo "# workload: $n2 x GET 2 MP JPEG -> 300x200 stretch, $n12 x 12 MP JPEG -> 300x200 (different originals); --cache-size 0"
     echo "# (includes server start-up and HTTP handling; see the resize/decode/encode entries)"
     echo
     if [[ $tool == perf ]]; then
-      perf report -i "$raw" --stdio --no-children --percent-limit 0.5 2>/dev/null | head -200
+      perf report -i "$raw" --stdio --no-children --percent-limit 0.5 2>/dev/null | head -200 || true
     else
       echo "## exclusive (self) cost, top functions"
-      callgrind_annotate --inclusive=no "$raw" 2>/dev/null | head -60
+      callgrind_annotate --inclusive=no "$raw" 2>/dev/null | head -60 || true
       echo
       echo "## inclusive cost, top functions"
-      callgrind_annotate --inclusive=yes "$raw" 2>/dev/null | head -80
+      callgrind_annotate --inclusive=yes "$raw" 2>/dev/null | head -80 || true
     fi
-  } | sed -e 's/[[:space:]]*$//' | cut -c1-240 >"$prof"
+  } | sed -e 's/[[:space:]]*$//' | cut -c1-240 >"$prof" || true
 }
 
 # ---------------------------------------------------------------- main
@@ -353,7 +356,11 @@ main() {
   elif ! "$SIS" agent --help >/dev/null 2>&1; then
     agent_state="not run: agent not built"
   elif ! start_agent "$P_AGENT" "$P_SIS"; then
-    agent_state="not run: agent did not start ($(tail -2 "$WORK/sis-agent.log"))"
+    if grep -qi 'not yet' "$WORK/sis-agent.log"; then
+      agent_state="not run: agent not built ($(grep -i -m1 'not yet' "$WORK/sis-agent.log"))"
+    else
+      agent_state="not run: agent did not start ($(tail -2 "$WORK/sis-agent.log"))"
+    fi
   fi
   log "states: sis=$sis_state nginx=$nginx_state thumbor=$thumbor_state agent=$agent_state"
   SETTLE_PIDS=()
@@ -368,8 +375,9 @@ main() {
   if [[ $sis_state == ok ]]; then
     sis_orig=$(first_line "$WORK/sis_p2_orig.txt")
     sis_var=$(sub "$(first_line "$WORK/sis_p2.txt")" 300 200)
-    curl -fsS -o /dev/null "$S$sis_orig" && curl -fsS -o /dev/null "$S$sis_var" ||
+    if ! curl -fsS -o /dev/null "$S$sis_orig" || ! curl -fsS -o /dev/null "$S$sis_var"; then
       log "warning: sis warm-up request failed"
+    fi
   fi
   if [[ $nginx_state == ok ]]; then
     curl -fsS -o /dev/null "$N/cached/p2_0000.jpg?w=300&h=200" || true
@@ -378,38 +386,41 @@ main() {
 
   local st
   # (1) GET a stored 2 MP original
-  if [[ $sis_state == ok ]]; then run_wrk 1 sis $c get.lua "$S$sis_orig"; else record_status 1 sis $c "$sis_state"; fi
-  if [[ $nginx_state == ok ]]; then run_wrk 1 nginx $c get.lua "$N/orig/p2_0000.jpg"; else record_status 1 nginx $c "$nginx_state"; fi
+  if [[ $sis_state == ok ]]; then run_wrk 1 sis "$c" get.lua "$S$sis_orig"; else record_status 1 sis "$c" "$sis_state"; fi
+  if [[ $nginx_state == ok ]]; then run_wrk 1 nginx "$c" get.lua "$N/orig/p2_0000.jpg"; else record_status 1 nginx "$c" "$nginx_state"; fi
   # (2) GET a 300x200 variant already cached
-  if [[ $sis_state == ok ]]; then run_wrk 2 sis $c get.lua "$S$sis_var"; else record_status 2 sis $c "$sis_state"; fi
-  if [[ $nginx_state == ok ]]; then run_wrk 2 "nginx proxy_cache" $c get.lua "$N/cached/p2_0000.jpg?w=300&h=200"; else record_status 2 "nginx proxy_cache" $c "$nginx_state"; fi
+  if [[ $sis_state == ok ]]; then run_wrk 2 sis "$c" get.lua "$S$sis_var"; else record_status 2 sis "$c" "$sis_state"; fi
+  if [[ $nginx_state == ok ]]; then run_wrk 2 "nginx proxy_cache" "$c" get.lua "$N/cached/p2_0000.jpg?w=300&h=200"; else record_status 2 "nginx proxy_cache" "$c" "$nginx_state"; fi
   # (3) cold resize 2 MP -> 300x200, (4) cold resize 12 MP -> 300x200; every request another original
   local scen tag
   for scen in 3 4; do
     tag=p2
     [[ $scen == 4 ]] && tag=p12
-    if [[ $sis_state == ok ]]; then run_wrk $scen sis $c rotate.lua "$S" BENCH_URLS="$WORK/sis_$tag.txt" BENCH_W=300 BENCH_H=200; else record_status $scen sis $c "$sis_state"; fi
-    if [[ $nginx_state == ok ]]; then run_wrk $scen "nginx image_filter" $c rotate.lua "$N" BENCH_URLS="$WORK/nginx_$tag.txt" BENCH_W=300 BENCH_H=200; else record_status $scen "nginx image_filter" $c "$nginx_state"; fi
-    if [[ $thumbor_state == ok ]]; then run_wrk $scen thumbor $c rotate.lua "$T" BENCH_URLS="$WORK/thumbor_$tag.txt" BENCH_W=300 BENCH_H=200; else record_status $scen thumbor $c "$thumbor_state"; fi
+    if [[ $sis_state == ok ]]; then run_wrk $scen sis "$c" rotate.lua "$S" BENCH_URLS="$WORK/sis_$tag.txt" BENCH_W=300 BENCH_H=200; else record_status $scen sis "$c" "$sis_state"; fi
+    if [[ $nginx_state == ok ]]; then run_wrk $scen "nginx image_filter" "$c" rotate.lua "$N" BENCH_URLS="$WORK/nginx_$tag.txt" BENCH_W=300 BENCH_H=200; else record_status $scen "nginx image_filter" "$c" "$nginx_state"; fi
+    if [[ $thumbor_state == ok ]]; then run_wrk $scen thumbor "$c" rotate.lua "$T" BENCH_URLS="$WORK/thumbor_$tag.txt" BENCH_W=300 BENCH_H=200; else record_status $scen thumbor "$c" "$thumbor_state"; fi
   done
   # (6) scenarios 1-3 through the agent (cold resizes at width 302: sizes the server has not seen)
   if [[ $agent_state == ok ]]; then
-    curl -fsS -o /dev/null "$A$sis_orig" && curl -fsS -o /dev/null "$A$sis_var" || log "warning: agent warm-up failed"
-    run_wrk 6.1 agent $c get.lua "$A$sis_orig"
-    run_wrk 6.2 agent $c get.lua "$A$sis_var"
-    run_wrk 6.3 agent $c rotate.lua "$A" BENCH_URLS="$WORK/sis_p2.txt" BENCH_W=302 BENCH_H=200
+    if ! curl -fsS -o /dev/null "$A$sis_orig" || ! curl -fsS -o /dev/null "$A$sis_var"; then
+      log "warning: agent warm-up failed"
+    fi
+    run_wrk 6.1 agent "$c" get.lua "$A$sis_orig"
+    run_wrk 6.2 agent "$c" get.lua "$A$sis_var"
+    run_wrk 6.3 agent "$c" rotate.lua "$A" BENCH_URLS="$WORK/sis_p2.txt" BENCH_W=302 BENCH_H=200
   else
-    for st in 6.1 6.2 6.3; do record_status $st agent $c "$agent_state"; done
+    for st in 6.1 6.2 6.3; do record_status $st agent "$c" "$agent_state"; done
   fi
   # (5) multipart upload of a unique ~200 KB JPEG at concurrency 1 and $c; (7) the raw limit
   local cc
   for cc in 1 $c; do
     if [[ $sis_state == ok ]]; then
-      run_wrk 5 sis $cc upload.lua "$S" BENCH_UPLOAD_FILE="$CORPUS/upload.jpg" BENCH_NONCE="c${cc}r$RANDOM"
+      run_wrk 5 sis "$cc" upload.lua "$S" BENCH_UPLOAD_FILE="$CORPUS/upload.jpg" BENCH_NONCE="c${cc}r$RANDOM"
     else
-      record_status 5 sis $cc "$sis_state"
+      record_status 5 sis "$cc" "$sis_state"
     fi
-    run_limit 7 $cc
+    run_limit 7 "$cc" "raw fs limit"
+    run_limit 7 "$cc" "raw + dir fsync" --dir-fsync
   done
   [[ $sis_state == ok ]] && check_fsync "$P_SIS" "$SIS_PID"
 
@@ -425,7 +436,7 @@ main() {
   if [[ $sis_state == ok ]]; then kill "$SIS_PID" 2>/dev/null || true; wait "$SIS_PID" 2>/dev/null || true; fi
 
   local cpu
-  cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+  cpu=$(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo)
   cat >"$WORK/meta.json" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')", "nproc": $NPROC, "cpu": "$cpu",
  "kernel": "$(uname -r)", "mem": "$(free -g | awk '/^Mem:/{print $2}') GiB",
@@ -435,8 +446,8 @@ main() {
  "sis_scheme": "$(cat "$WORK/sis_scheme" 2>/dev/null || echo none)",
  "n2": $N2, "n12": $N12, "limit_same_fs": "$same_fs",
  "nginx": "$(nginx -v 2>&1 | sed 's/.*nginx\///')",
- "thumbor": "$("$VENV/bin/thumbor" --version 2>/dev/null | head -1 | tr -d '"')",
- "wrk": "$(wrk -v 2>&1 | head -1 | awk '{print $2}')"}
+ "thumbor": "$("$VENV/bin/thumbor" --version 2>/dev/null | sed -n '1{s/"//g;p}')",
+ "wrk": "$(wrk -v 2>&1 | awk 'NR==1{print $2}')"}
 EOF
   local report=$OUT/latest.md
   [[ $SMOKE == 1 ]] && report=$OUT/smoke.md

@@ -7,7 +7,10 @@ That is the least work an upload that is acknowledged only once it is durable
 needs, with no HTTP, hashing or parsing. Prints one BENCHJSON line in the same
 shape as the wrk scripts (latencies in microseconds), then removes its files.
 
-Usage: fsync_limit.py --dir DIR --file BYTES --concurrency C --duration D
+With --dir-fsync the directory is fsynced after the rename too (what makes the
+rename itself durable): an informational second limit.
+
+Usage: fsync_limit.py --dir DIR --file BYTES --concurrency C --duration D [--dir-fsync]
 """
 
 import argparse
@@ -18,7 +21,7 @@ import threading
 import time
 
 
-def worker(wid, d, data, deadline, lat, errors):
+def worker(wid, d, data, deadline, lat, errors, dir_fsync):
     n = 0
     while time.monotonic() < deadline:
         n += 1
@@ -35,6 +38,12 @@ def worker(wid, d, data, deadline, lat, errors):
             finally:
                 os.close(fd)
             os.rename(tmp, final)
+            if dir_fsync:
+                dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+                try:
+                    os.fsync(dfd)
+                finally:
+                    os.close(dfd)
         except OSError:
             errors[wid] += 1
             continue
@@ -47,6 +56,8 @@ def main():
     ap.add_argument("--file", required=True)
     ap.add_argument("--concurrency", type=int, default=32)
     ap.add_argument("--duration", type=float, default=10)
+    ap.add_argument("--dir-fsync", action="store_true",
+                    help="also fsync the directory after the rename (makes the rename itself durable)")
     a = ap.parse_args()
     with open(a.file, "rb") as f:
         data = f.read()
@@ -57,7 +68,7 @@ def main():
     start = time.monotonic()
     deadline = start + a.duration
     threads = [
-        threading.Thread(target=worker, args=(i, d, data, deadline, lat, errors))
+        threading.Thread(target=worker, args=(i, d, data, deadline, lat, errors, a.dir_fsync))
         for i in range(a.concurrency)
     ]
     for t in threads:

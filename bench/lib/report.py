@@ -18,7 +18,8 @@ SCENARIOS = {
     "6.1": "(6) scenario 1 through the agent",
     "6.2": "(6) scenario 2 through the agent",
     "6.3": "(6) scenario 3 through the agent",
-    "7": "raw write + fsync + rename of the same bytes (the upload limit)",
+    "7": "raw write + fsync + rename of the same bytes, same concurrency, same file system "
+         "(the upload limit; 'raw + dir fsync' also fsyncs the directory after the rename, informational)",
 }
 OURS = {"sis", "agent"}
 SKIP_OK = ("not run: agent not built",)
@@ -96,6 +97,10 @@ def ratios(rows, checks, meta):
     for conc in sorted({1, c}):
         out.append(ratio_line(f"(5) upload c={conc}: sis / raw fs limit (7)",
                               v("5", "sis", conc), v("7", "raw fs limit", conc), 0.8))
+    for conc in sorted({1, c}):
+        a, b = v("5", "sis", conc), v("7", "raw + dir fsync", conc)
+        if a and b:
+            out.append(f"| (info) upload c={conc}: sis / raw + dir fsync | {a / b:.2f}× | | |")
     up = find(rows, "5", "sis", c)
     if up and up.get("result"):
         e = up["result"]["errors"]
@@ -185,6 +190,9 @@ def check(results_path):
             else:
                 failed += 1
                 print(f"FAIL {label}: {r['status']}")
+        elif r["target"] not in OURS and res["requests"] == 0 and res["errors"] == 0:
+            passed += 1  # a peer too slow to finish one request within a smoke-length run
+            print(f"ok   {label}: no request completed in the run (slow peer), 0 errors")
         elif res["requests"] == 0 or (r["target"] in OURS and res["errors"] > 0):
             failed += 1
             print(f"FAIL {label}: {res['requests']} requests, {res['errors']} errors")
