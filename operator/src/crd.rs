@@ -1,0 +1,498 @@
+//! The `SisCluster` custom resource (`sis.dev/v1alpha1`): spec, status and the generated CRD.
+//!
+//! The schema is what the apiserver validates and defaults with, so it is written for the
+//! oldest supported apiserver (Kubernetes 1.20, `apiextensions.k8s.io/v1`, structural schemas):
+//! no CEL rules, no `x-kubernetes-validations`, only `default`, `minimum`/`maximum`, `enum`,
+//! `pattern` and `minLength`. Quantities are `x-kubernetes-int-or-string` so that both
+//! `cacheSize: 0` and `cacheSize: 256Mi` are accepted, exactly like core Kubernetes quantities.
+//!
+//! This module only describes data; semantic checks that a schema cannot express (a quantity that
+//! is not a whole number of bytes, a name too long for the child objects) live in
+//! [`crate::validate`].
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, CustomResourceExt};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+/// API group of the custom resource.
+pub const GROUP: &str = "sis.dev";
+/// API version of the custom resource.
+pub const VERSION: &str = "v1alpha1";
+
+/// Spec of a `SisCluster`: one sis server (StatefulSet with a volume) and a set of agents
+/// (Deployment) in front of it.
+#[derive(CustomResource, Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "sis.dev",
+    version = "v1alpha1",
+    kind = "SisCluster",
+    plural = "sisclusters",
+    shortname = "sis",
+    namespaced,
+    status = "SisClusterStatus",
+    derive = "PartialEq",
+    doc = "A sis image service: one storage server (StatefulSet + PersistentVolumeClaim) and a pool of caching agents (Deployment + Service).",
+    printcolumn = r#"{"name":"Agents ready","type":"integer","description":"Agent pods that are ready","jsonPath":".status.agent.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Server ready","type":"integer","description":"Server pods that are ready","jsonPath":".status.server.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","description":"Running, Progressing or Degraded","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct SisClusterSpec {
+    /// Container image for the server and agent pods. Defaults to the image matching the
+    /// operator's version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub image: Option<String>,
+
+    /// Image pull policy for the server and agent containers (Kubernetes default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+
+    /// The agents: stateless, caching, resizing front ends. They forward storage to the server.
+    #[serde(default)]
+    pub agent: AgentSpec,
+
+    /// The server: stores images on its PersistentVolumeClaim.
+    #[serde(default)]
+    pub server: ServerSpec,
+
+    /// Secret key whose value is passed to every pod as `SIS_API_TOKEN`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_token_secret: Option<SecretKeyRef>,
+}
+
+/// `imagePullPolicy` values accepted by Kubernetes.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+impl PullPolicy {
+    /// The value as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullPolicy::Always => "Always",
+            PullPolicy::IfNotPresent => "IfNotPresent",
+            PullPolicy::Never => "Never",
+        }
+    }
+}
+
+/// The agent pool.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentSpec {
+    /// Number of agent pods.
+    #[serde(default = "default_agent_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub replicas: i32,
+
+    /// Size of each agent's in-memory cache, a Kubernetes quantity (`256Mi`, `1Gi`, `0`).
+    #[serde(default = "default_agent_cache_size")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub cache_size: Quantity,
+
+    /// Compute resources of the agent container (requests and limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+
+    /// The Service in front of the agents.
+    #[serde(default)]
+    pub service: AgentServiceSpec,
+}
+
+impl Default for AgentSpec {
+    fn default() -> Self {
+        AgentSpec {
+            replicas: default_agent_replicas(),
+            cache_size: default_agent_cache_size(),
+            resources: None,
+            service: AgentServiceSpec::default(),
+        }
+    }
+}
+
+fn default_agent_replicas() -> i32 {
+    2
+}
+
+fn default_agent_cache_size() -> Quantity {
+    Quantity("256Mi".to_owned())
+}
+
+/// The agents' Service.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AgentServiceSpec {
+    /// Service type.
+    #[serde(rename = "type", default)]
+    pub type_: ServiceType,
+
+    /// Port the Service listens on (the pods listen on 3333).
+    #[serde(default = "default_service_port")]
+    #[schemars(range(min = 1, max = 65535))]
+    pub port: i32,
+}
+
+impl Default for AgentServiceSpec {
+    fn default() -> Self {
+        AgentServiceSpec {
+            type_: ServiceType::default(),
+            port: default_service_port(),
+        }
+    }
+}
+
+fn default_service_port() -> i32 {
+    80
+}
+
+/// Service types the operator supports for the agent Service.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum ServiceType {
+    #[default]
+    ClusterIP,
+    NodePort,
+    LoadBalancer,
+}
+
+impl ServiceType {
+    /// The value as Kubernetes spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServiceType::ClusterIP => "ClusterIP",
+            ServiceType::NodePort => "NodePort",
+            ServiceType::LoadBalancer => "LoadBalancer",
+        }
+    }
+}
+
+/// The storage server.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServerSpec {
+    /// Size of the server's in-memory cache; `0` because the agents cache.
+    #[serde(default = "default_server_cache_size")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub cache_size: Quantity,
+
+    /// The server's PersistentVolumeClaim (`data`, mounted at `/data`). Kept when the
+    /// SisCluster is deleted.
+    #[serde(default)]
+    pub storage: StorageSpec,
+
+    /// Compute resources of the server container (requests and limits).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+}
+
+impl Default for ServerSpec {
+    fn default() -> Self {
+        ServerSpec {
+            cache_size: default_server_cache_size(),
+            storage: StorageSpec::default(),
+            resources: None,
+        }
+    }
+}
+
+fn default_server_cache_size() -> Quantity {
+    Quantity("0".to_owned())
+}
+
+/// The server's volume claim. Only honoured when the claim is created: a StatefulSet's
+/// `volumeClaimTemplates` cannot be changed afterwards.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StorageSpec {
+    /// Requested size of the volume.
+    #[serde(default = "default_storage_size")]
+    #[schemars(schema_with = "quantity_schema")]
+    pub size: Quantity,
+
+    /// StorageClass of the volume; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub storage_class_name: Option<String>,
+}
+
+impl Default for StorageSpec {
+    fn default() -> Self {
+        StorageSpec {
+            size: default_storage_size(),
+            storage_class_name: None,
+        }
+    }
+}
+
+fn default_storage_size() -> Quantity {
+    Quantity("10Gi".to_owned())
+}
+
+/// Compute resources: the `limits` and `requests` of a core/v1 `ResourceRequirements`
+/// (the fields Kubernetes 1.20 knows).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Resources {
+    /// Maximum amount of compute resources allowed, e.g. `{cpu: 500m, memory: 512Mi}`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map_schema")]
+    pub limits: BTreeMap<String, Quantity>,
+
+    /// Minimum amount of compute resources required.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "quantity_map_schema")]
+    pub requests: BTreeMap<String, Quantity>,
+}
+
+/// A key in a Secret in the SisCluster's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+pub struct SecretKeyRef {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// Observed state, written by the operator only.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SisClusterStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// `Running`, `Progressing` or `Degraded` (a summary of the conditions).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<String>,
+
+    /// URL of the agent Service inside the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint: Option<String>,
+
+    /// Agent replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent: Option<ReplicaStatus>,
+
+    /// Server replicas.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<ReplicaStatus>,
+
+    /// `Ready`, `Progressing` and `Degraded`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+}
+
+/// Replica counts of one component.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReplicaStatus {
+    /// Desired replicas.
+    pub replicas: i32,
+    /// Ready replicas.
+    pub ready_replicas: i32,
+}
+
+/// Regular expression for a non-negative Kubernetes quantity in string form
+/// (the upstream quantity grammar without the sign).
+pub const QUANTITY_PATTERN: &str = r"^\+?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$";
+
+/// Schema of a quantity: an integer or a string, as `x-kubernetes-int-or-string` requires on
+/// 1.20 (`anyOf` integer/string, no `type`). `minimum` applies to the integer form only and
+/// `pattern` to the string form only.
+fn quantity_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "minimum": 0,
+        "pattern": QUANTITY_PATTERN,
+        "x-kubernetes-int-or-string": true,
+    })
+}
+
+fn quantity_map_schema(generator: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "additionalProperties": quantity_schema(generator),
+    })
+}
+
+/// The CRD, with the generated schema adjusted for Kubernetes 1.20 (see [`fix_schema`]).
+pub fn crd() -> CustomResourceDefinition {
+    let mut crd = SisCluster::crd();
+    for version in &mut crd.spec.versions {
+        let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|s| s.open_api_v3_schema.as_mut())
+        else {
+            continue;
+        };
+        if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
+            fix_schema(spec);
+        }
+    }
+    crd
+}
+
+/// Adjust a generated schema (the `spec` subtree) to what a 1.20 apiserver validates as meant:
+/// - int-or-string nodes get exactly `anyOf: [{type: integer}, {type: string}]` (the derive
+///   strips the branch types, which would let any JSON type through and then break decoding);
+/// - no `nullable` (a `null` is then pruned and the default applies, instead of being stored
+///   and failing to decode), and no `null` in `enum`s.
+pub fn fix_schema(schema: &mut JSONSchemaProps) {
+    schema.nullable = None;
+    if schema.x_kubernetes_int_or_string == Some(true) {
+        let branch = |t: &str| JSONSchemaProps {
+            type_: Some(t.to_owned()),
+            ..JSONSchemaProps::default()
+        };
+        schema.any_of = Some(vec![branch("integer"), branch("string")]);
+    }
+    if let Some(values) = schema.enum_.as_mut() {
+        values.retain(|v| !v.0.is_null());
+    }
+    for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
+        fix_schema(child);
+    }
+    if let Some(JSONSchemaPropsOrBool::Schema(child)) = schema.additional_properties.as_mut() {
+        fix_schema(child);
+    }
+    if let Some(JSONSchemaPropsOrArray::Schema(child)) = schema.items.as_mut() {
+        fix_schema(child);
+    }
+}
+
+/// The CRD as YAML, exactly what `sis-operator crd` prints and `deploy/crd.yaml` holds.
+///
+/// # Errors
+/// Only if serialization fails, which would be a bug.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    let body = serde_yaml::to_string(&crd())?;
+    Ok(format!(
+        "# Generated by `sis-operator crd`; do not edit (regenerate instead).\n{body}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+
+    fn crd_json() -> Value {
+        serde_json::to_value(crd()).unwrap()
+    }
+
+    fn spec_schema() -> Value {
+        crd_json()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"].clone()
+    }
+
+    #[test]
+    fn names_scope_and_subresources() {
+        let crd = crd_json();
+        assert_eq!(crd["metadata"]["name"], "sisclusters.sis.dev");
+        assert_eq!(
+            crd["spec"]["names"],
+            json!({"kind": "SisCluster", "plural": "sisclusters", "singular": "siscluster", "shortNames": ["sis"]})
+        );
+        assert_eq!(crd["spec"]["scope"], "Namespaced");
+        let version = &crd["spec"]["versions"][0];
+        assert_eq!(version["name"], "v1alpha1");
+        assert_eq!(version["subresources"], json!({"status": {}}));
+        let columns: Vec<_> = version["additionalPrinterColumns"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["name"].as_str().unwrap(), c["jsonPath"].as_str().unwrap()))
+            .collect();
+        assert_eq!(
+            columns,
+            [
+                ("Agents ready", ".status.agent.readyReplicas"),
+                ("Server ready", ".status.server.readyReplicas"),
+                ("Phase", ".status.phase"),
+                ("Age", ".metadata.creationTimestamp"),
+            ]
+        );
+    }
+
+    /// A quantity must validate as int-or-string on 1.20 exactly as upstream types do.
+    #[test]
+    fn quantities_are_int_or_string_with_typed_branches() {
+        let cache = &spec_schema()["properties"]["agent"]["properties"]["cacheSize"];
+        assert_eq!(cache["x-kubernetes-int-or-string"], true);
+        assert_eq!(
+            cache["anyOf"],
+            json!([{"type": "integer"}, {"type": "string"}])
+        );
+        assert_eq!(cache["default"], "256Mi");
+        assert!(cache.get("type").is_none());
+        assert!(cache.get("nullable").is_none());
+    }
+
+    #[test]
+    fn validation_and_defaults() {
+        let spec = spec_schema();
+        let agent = &spec["properties"]["agent"];
+        assert_eq!(agent["properties"]["replicas"]["minimum"], 0.0);
+        assert_eq!(agent["properties"]["replicas"]["default"], 2);
+        assert_eq!(
+            agent["properties"]["service"]["properties"]["port"]["maximum"],
+            65535.0
+        );
+        assert_eq!(
+            agent["properties"]["service"]["properties"]["type"]["enum"],
+            json!(["ClusterIP", "NodePort", "LoadBalancer"])
+        );
+        assert_eq!(
+            spec["properties"]["imagePullPolicy"]["enum"],
+            json!(["Always", "IfNotPresent", "Never"])
+        );
+        assert_eq!(
+            spec["properties"]["server"]["default"]["storage"]["size"],
+            "10Gi"
+        );
+        assert!(!serde_json::to_string(&spec).unwrap().contains("nullable"));
+    }
+
+    #[test]
+    fn the_issue_sample_round_trips() {
+        let sample = crate::fixtures::sample();
+        assert_eq!(sample.spec.agent.replicas, 3);
+        assert_eq!(sample.spec.server.cache_size.0, "0");
+        assert_eq!(
+            sample.spec.image_pull_policy,
+            Some(PullPolicy::IfNotPresent)
+        );
+        let back: SisCluster =
+            serde_json::from_value(serde_json::to_value(&sample).unwrap()).unwrap();
+        assert_eq!(back, sample);
+    }
+
+    /// `deploy/crd.yaml` (owned by the packaging) must be exactly `sis-operator crd`.
+    /// Regenerate with `cargo run -p sis-operator -- crd > deploy/crd.yaml`.
+    #[test]
+    fn deploy_crd_yaml_is_up_to_date() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/crd.yaml");
+        let generated = crd_yaml().unwrap();
+        match std::fs::read_to_string(&path) {
+            Ok(committed) => assert!(
+                committed == generated,
+                "deploy/crd.yaml differs from `sis-operator crd`; regenerate it with \
+                 `cargo run -p sis-operator -- crd > deploy/crd.yaml`"
+            ),
+            Err(_) => eprintln!("deploy/crd.yaml not present yet; nothing to compare"),
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! `sis-operator`: a Kubernetes operator for sis (`SisCluster`, `sis.dev/v1alpha1`).
+//!
+//! # Layout
+//! - [`crd`] — the custom resource: spec, status, generated CRD (`sis-operator crd`).
+//! - [`controller`] — `Context`, `reconcile`, `error_policy`, and `run` (leader election +
+//!   kube-rs `Controller`). A reconcile is a pipeline of the modules below:
+//!   - [`validate`] — spec → `ValidatedCluster`, defaults applied (pure);
+//!   - [`build`] — `ValidatedCluster` → StatefulSet, Deployment, Services (pure);
+//!   - [`apply`] — server-side apply with field manager `sis-operator`;
+//!   - [`status`] — conditions, phase, replica counts (pure) and the status write.
+//! - [`leader`] — Lease-based leader election.
+//! - [`metrics`] — every metric; [`http`] — `/metrics`, `/healthz`, `/readyz`.
+//! - [`bytesize`] — Kubernetes quantities → `sis --cache-size` values.
+//! - [`error`] — the controller's error enum (variants double as metric labels).
+//!
+//! # What a SisCluster `<name>` in namespace `<ns>` creates
+//! - StatefulSet `<name>-server` (1 replica, `sis server --listen 0.0.0.0:3333 --data-dir /data
+//!   --cache-size <server.cacheSize>`, volume claim template `data` mounted at `/data`) and the
+//!   headless Service `<name>-server` (port 3333);
+//! - Deployment `<name>-agent` (`sis agent --listen 0.0.0.0:3333 --upstream
+//!   http://<name>-server.<ns>.svc:3333 --cache-size <agent.cacheSize>`) and Service
+//!   `<name>-agent` (`agent.service.type`, port `agent.service.port` → 3333).
+//!
+//! The agents reach the server through the headless Service name, which resolves to the ready
+//! server pod and works whatever the cluster domain is.
+//!
+//! Every child has a controller owner reference, so deleting the SisCluster deletes them (garbage
+//! collection). The PVC `data-<name>-server-0` is created by the StatefulSet controller and has
+//! no owner: **it is kept** — data is never deleted implicitly; delete the PVC by hand to free it.
+//!
+//! # Supported Kubernetes versions
+//! 1.20 and later. The operator uses `apps/v1`, `coordination.k8s.io/v1` Leases,
+//! `events.k8s.io/v1` Events and `apiextensions.k8s.io/v1` CRDs with structural schemas and
+//! defaults (all GA by 1.19/1.20), and sends only fields 1.20 knows, because server-side apply on
+//! 1.20 rejects unknown fields. It is tested against a real kube-apiserver and
+//! kube-controller-manager 1.20.
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod apply;
+pub mod build;
+pub mod bytesize;
+pub mod controller;
+pub mod crd;
+pub mod error;
+#[cfg(test)]
+pub mod fixtures;
+pub mod http;
+pub mod leader;
+pub mod metrics;
+pub mod status;
+pub mod validate;
+
+pub use crd::{SisCluster, SisClusterSpec, SisClusterStatus};
+pub use error::Error;
