@@ -25,10 +25,13 @@ if [[ $SMOKE == 1 ]]; then
   DUR=${BENCH_DURATION:-1}
   CONNS=${BENCH_CONNECTIONS:-4}
   N2=16 N12=4
+  # tiny originals keep a dev build's cold resizes well under the 1 s runs
+  TAG3=p03 TAG4=p2
 else
   DUR=${BENCH_DURATION:-10}
   CONNS=${BENCH_CONNECTIONS:-32}
   N2=200 N12=40
+  TAG3=p2 TAG4=p12
 fi
 PROFILE=${BENCH_PROFILE:-1}
 SIS_CACHE_SIZE=${BENCH_SIS_CACHE_SIZE:-256MiB}
@@ -262,8 +265,8 @@ check_fsync() { # port pid
 
 # ---------------------------------------------------------------- profile of cold resize
 profile_cold_resize() { # port
-  local port=$1 prof=$OUT/profile.txt n2=8 n12=2 tool
-  [[ $SMOKE == 1 ]] && n2=2 n12=0
+  local port=$1 prof=$OUT/profile.txt n2=8 n12=2 n03=0 tool
+  [[ $SMOKE == 1 ]] && n2=0 n12=0 n03=1
   local probe
   probe=$(perf stat -e instructions true 2>&1) || probe="not supported"
   if [[ $probe != *"not supported"* && $probe != *"not counted"* ]]; then
@@ -271,7 +274,7 @@ profile_cold_resize() { # port
   else
     tool=callgrind
   fi
-  log "profile: $tool, $n2 x 2 MP + $n12 x 12 MP cold resizes (cache off)"
+  log "profile: $tool, $n2 x 2 MP + $n12 x 12 MP + $n03 x 0.3 MP cold resizes (cache off)"
   local cmd=("$SIS" server --listen "127.0.0.1:$port" --data-dir "$WORK/data" --cache-size 0 --log-level warn)
   local raw=$WORK/profile.raw
   if [[ $tool == perf ]]; then
@@ -289,6 +292,9 @@ profile_cold_resize() { # port
   for ((i = 0; i < n2; i++)); do
     curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p2.txt")" 300 200)" || true
   done
+  for ((i = 0; i < n03; i++)); do
+    curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p03.txt")" 300 200)" || true
+  done
   for ((i = 0; i < n12; i++)); do
     curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p12.txt")" 300 200)" || true
   done
@@ -298,7 +304,9 @@ profile_cold_resize() { # port
   kill -0 "$ppid" 2>/dev/null && { kill "$ppid" 2>/dev/null || true; sleep 2; }
   {
     echo "# cold-resize profile of sis server ($tool), $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "# workload: $n2 x GET 2 MP JPEG -> 300x200 stretch, $n12 x 12 MP JPEG -> 300x200 (different originals); --cache-size 0"
+    echo "# sis build: cargo profile $SIS_PROFILE, commit $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)"
+    echo "# workload: GET cold resizes to 300x200 (stretch) of different originals, --cache-size 0:"
+    echo "#   $n2 x 2 MP JPEG, $n12 x 12 MP JPEG, $n03 x 0.3 MP JPEG"
     echo "# (includes server start-up and HTTP handling; see the resize/decode/encode entries)"
     echo
     if [[ $tool == perf ]]; then
@@ -317,13 +325,18 @@ profile_cold_resize() { # port
 main() {
   install_tools
 
-  log "cargo build --release -p sis"
-  local target_dir=${CARGO_TARGET_DIR:-$REPO/target}
-  SIS=$target_dir/release/sis
+  # release for measurements; a smoke run uses the dev build the test suite already made
+  local profile=${BENCH_CARGO_PROFILE:-release}
+  [[ $SMOKE == 1 ]] && profile=${BENCH_CARGO_PROFILE:-dev}
+  local target_dir=${CARGO_TARGET_DIR:-$REPO/target} sub=$profile
+  [[ $profile == dev ]] && sub=debug
+  SIS=$target_dir/$sub/sis
+  SIS_PROFILE=$profile
   local sis_state="ok"
   if [[ ${BENCH_BUILD:-1} == 1 ]]; then
-    if ! (cd "$REPO" && cargo build --release -p sis --quiet) >"$CACHE/build.log" 2>&1; then
-      sis_state="not run: sis did not build (cargo build --release -p sis)"
+    log "cargo build --profile $profile -p sis"
+    if ! (cd "$REPO" && cargo build --profile "$profile" -p sis --quiet) >"$CACHE/build.log" 2>&1; then
+      sis_state="not run: sis did not build (cargo build --profile $profile -p sis)"
     fi
   fi
   [[ $sis_state == ok && ! -x $SIS ]] && sis_state="not run: no sis binary at $SIS"
@@ -331,6 +344,7 @@ main() {
     sis_state="not run: this sis build has no server mode yet"
   fi
 
+  LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
   WORK=$(mktemp -d "${TMPDIR:-/tmp}/sis-bench.XXXXXX")
   mkdir -p "$WORK/limit"
   RESULTS=$WORK/results.jsonl
@@ -394,8 +408,8 @@ main() {
   # (3) cold resize 2 MP -> 300x200, (4) cold resize 12 MP -> 300x200; every request another original
   local scen tag
   for scen in 3 4; do
-    tag=p2
-    [[ $scen == 4 ]] && tag=p12
+    tag=$TAG3
+    [[ $scen == 4 ]] && tag=$TAG4
     if [[ $sis_state == ok ]]; then run_wrk $scen sis "$c" rotate.lua "$S" BENCH_URLS="$WORK/sis_$tag.txt" BENCH_W=300 BENCH_H=200; else record_status $scen sis "$c" "$sis_state"; fi
     if [[ $nginx_state == ok ]]; then run_wrk $scen "nginx image_filter" "$c" rotate.lua "$N" BENCH_URLS="$WORK/nginx_$tag.txt" BENCH_W=300 BENCH_H=200; else record_status $scen "nginx image_filter" "$c" "$nginx_state"; fi
     if [[ $thumbor_state == ok ]]; then run_wrk $scen thumbor "$c" rotate.lua "$T" BENCH_URLS="$WORK/thumbor_$tag.txt" BENCH_W=300 BENCH_H=200; else record_status $scen thumbor "$c" "$thumbor_state"; fi
@@ -407,7 +421,7 @@ main() {
     fi
     run_wrk 6.1 agent "$c" get.lua "$A$sis_orig"
     run_wrk 6.2 agent "$c" get.lua "$A$sis_var"
-    run_wrk 6.3 agent "$c" rotate.lua "$A" BENCH_URLS="$WORK/sis_p2.txt" BENCH_W=302 BENCH_H=200
+    run_wrk 6.3 agent "$c" rotate.lua "$A" BENCH_URLS="$WORK/sis_$TAG3.txt" BENCH_W=302 BENCH_H=200
   else
     for st in 6.1 6.2 6.3; do record_status $st agent "$c" "$agent_state"; done
   fi
@@ -439,7 +453,8 @@ main() {
   cpu=$(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo)
   cat >"$WORK/meta.json" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')", "nproc": $NPROC, "cpu": "$cpu",
- "kernel": "$(uname -r)", "mem": "$(free -g | awk '/^Mem:/{print $2}') GiB",
+ "kernel": "$(uname -r)", "cargo_profile": "$SIS_PROFILE",
+ "load_start": "$LOAD_START", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "mem": "$(free -g | awk '/^Mem:/{print $2}') GiB",
  "duration_s": $DUR, "connections": $CONNS, "smoke": $SMOKE,
  "sis_cache_size": "$SIS_CACHE_SIZE", "rss_server_kib": $rss_server, "rss_agent_kib": $rss_agent,
  "sis_commit": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)",

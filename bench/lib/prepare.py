@@ -33,7 +33,8 @@ def write(out, name, lines):
 def peers(a):
     p2 = corpus_files(a.corpus, "p2", a.n2)
     p12 = corpus_files(a.corpus, "p12", a.n12)
-    for tag, names in (("p2", p2), ("p12", p12)):
+    p03 = corpus_files(a.corpus, "p03", 0)
+    for tag, names in (("p03", p03), ("p2", p2), ("p12", p12)):
         write(a.out, f"nginx_{tag}.txt", [f"/resize/{n}?w={{W}}&h={{H}}" for n in names])
         write(a.out, f"thumbor_{tag}.txt", [f"/unsafe/{{W}}x{{H}}/{n}" for n in names])
 

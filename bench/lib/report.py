@@ -141,9 +141,14 @@ def report(meta_path, results_path, out_path):
         meta = json.load(f)
     rows, checks = load(results_path)
     lines = [
-        "# sis benchmark: latest run" + (" (SMOKE: tiny, not a measurement)" if meta["smoke"] else ""),
+        "# sis benchmark: latest run" + (" (SMOKE: 1 s runs, dev build, scenario 3 on 0.3 MP and 4 on "
+                                          "2 MP originals: checks the harness, measures nothing)"
+                                          if meta["smoke"] else ""),
         "",
-        f"- date: {meta['date']}; sis commit {meta['sis_commit']} (URLs: {meta['sis_scheme']})",
+        f"- date: {meta['date']}; sis commit {meta['sis_commit']} (cargo profile {meta['cargo_profile']}, "
+        f"URLs: {meta['sis_scheme']})",
+        f"- load average (1/5/15 min) at start: {meta['load_start']}, at end: {meta['load_end']} "
+        "(other processes on the machine share its cores)",
         f"- machine: {meta['nproc']} cores, {meta['cpu']}, {meta['mem']} RAM, Linux {meta['kernel']}; "
         "the load generator runs on the same cores",
         f"- load: wrk {meta['wrk']}, {meta['duration_s']} s per scenario, {meta['connections']} connections "
