@@ -38,8 +38,9 @@ if ! command -v node >/dev/null || ! command -v npm >/dev/null; then apt_install
 command -v curl >/dev/null || apt_install curl ca-certificates
 [ -x "$CHROMIUM" ] || apt_install chromium
 [ -x "$CHROMIUM" ] || die "chromium not found at $CHROMIUM after install"
-# Text in screenshots needs at least one font.
+# Screenshots need fonts: a Latin one, and a small CJK one for the Chinese file name.
 if ! command -v fc-list >/dev/null || [ -z "$(fc-list 2>/dev/null | head -1)" ]; then apt_install fonts-dejavu-core fontconfig; fi
+if [ -z "$(fc-list :lang=zh 2>/dev/null | head -1)" ]; then apt_install fonts-wqy-microhei; fi
 
 have_pw() { [ "$(node -p "require('$NODE_DIR/node_modules/playwright-core/package.json').version" 2>/dev/null)" = "$PLAYWRIGHT_VERSION" ]; }
 if ! have_pw; then
