@@ -132,6 +132,7 @@ try {
     await page.locator('.card').nth(1).waitFor();
     eq(await page.locator('.card').count(), 2, 'cards');
     eq(await page.locator('[data-state=error]').count(), 0, 'failed uploads');
+    eq(await page.locator('.upload progress[aria-label]').count(), 2, 'labelled progress bars');
   });
 
   await check('both thumbnails actually loaded (naturalWidth > 0)', async () => {
@@ -219,6 +220,31 @@ try {
     assert(/415/.test(text) && /not a supported image/i.test(text), `error text: ${text}`);
     eq(await row.locator('[role=alert]').count(), 1, 'alert role');
     eq(await page.locator('.card').count(), 2, 'cards after the rejected upload');
+  });
+
+  await check('a 60 MiB file gets the server\'s 413 shown, not a network error', async () => {
+    const big = join(WORK, 'files', 'huge.png');
+    writeFileSync(big, Buffer.concat([files[0].bytes, Buffer.alloc(60 * 1024 * 1024)]));
+    await page.locator('input[type=file]').setInputFiles([big]);
+    const row = page.locator('.upload[data-state=error]', { hasText: 'huge.png' });
+    await row.waitFor({ timeout: 60000 });
+    const text = await row.textContent();
+    assert(/HTTP 413/.test(text) && /too large/i.test(text), `error text: ${text}`);
+  });
+
+  await check('dropping a file on the drop zone uploads it', async () => {
+    const dropped = png(24, 24, (x, y) => [x * 10, y * 10, 128]);
+    await page.locator('#drop').evaluate((zone, bytes) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(bytes)], 'dropped.png', { type: 'image/png' }));
+      for (const type of ['dragenter', 'dragover', 'drop']) {
+        zone.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: dt }));
+      }
+    }, [...dropped]);
+    const card = page.locator('.card[data-name="dropped.png"]');
+    await card.waitFor();
+    eq(await card.locator('.md5').textContent(), md5(dropped), 'MD5 of the dropped file');
+    eq(await page.locator('.card').count(), 3, 'cards after the drop');
   });
 
   await page.setViewportSize({ width: 390, height: 844 });
