@@ -261,22 +261,33 @@ check_fsync() { # port pid
   local calls
   calls=$(grep -cE 'fsync\(|fdatasync\(' "$tr" 2>/dev/null || true)
   printf '{"check":"fsync","fsync_calls":%s,"wrk":%s}\n' "${calls:-0}" "${json:-null}" >>"$RESULTS"
+  # where an upload's time goes, by syscall
+  strace -c -f -qq -o "$WORK/upload-syscalls.txt" -p "$2" &
+  spid=$!
+  sleep 1
+  env BENCH_LUA_DIR="$BENCH_DIR/lua" BENCH_UPLOAD_FILE="$CORPUS/upload.jpg" BENCH_NONCE="s$RANDOM" \
+    wrk -t1 -c2 -d2s --timeout 30s -s "$BENCH_DIR/lua/upload.lua" "http://127.0.0.1:$1" >/dev/null 2>&1 || true
+  sleep 0.5
+  kill -INT "$spid" 2>/dev/null || true
+  wait "$spid" 2>/dev/null || true
 }
 
-# ---------------------------------------------------------------- profile of cold resize
-profile_cold_resize() { # port
-  local port=$1 prof=$OUT/profile.txt n2=8 n12=2 n03=0 tool
-  [[ $SMOKE == 1 ]] && n2=0 n12=0 n03=1
+# ---------------------------------------------------------------- profiles
+# A second `sis server` on the same data dir (the measured one is stopped by then), under perf
+# when `perf stat -e instructions true` works, else under valgrind's callgrind.
+profile_tool() {
   local probe
   probe=$(perf stat -e instructions true 2>&1) || probe="not supported"
-  if [[ $probe != *"not supported"* && $probe != *"not counted"* ]]; then
-    tool=perf
-  else
-    tool=callgrind
-  fi
-  log "profile: $tool, $n2 x 2 MP + $n12 x 12 MP + $n03 x 0.3 MP cold resizes (cache off)"
-  local cmd=("$SIS" server --listen "127.0.0.1:$port" --data-dir "$WORK/data" --cache-size 0 --log-level warn)
-  local raw=$WORK/profile.raw
+  if [[ $probe != *"not supported"* && $probe != *"not counted"* ]]; then echo perf; else echo callgrind; fi
+}
+
+# profile_server TITLE CACHE_SIZE WORKLOAD_FN: appends a section to $PROF
+profile_server() {
+  local title=$1 cache=$2 workload=$3 port=$P_PROF tool raw=$WORK/profile.raw i
+  tool=$(profile_tool)
+  rm -f "$raw"
+  log "profile ($tool): $title"
+  local cmd=("$SIS" server --listen "127.0.0.1:$port" --data-dir "$WORK/data" --cache-size "$cache" --log-level warn)
   if [[ $tool == perf ]]; then
     perf record -g -o "$raw" -- "${cmd[@]}" >"$WORK/profile.log" 2>&1 &
   else
@@ -285,40 +296,58 @@ profile_cold_resize() { # port
   local ppid=$!
   PIDS+=("$ppid")
   if ! wait_http "http://127.0.0.1:$port/healthz" 120 "$ppid"; then
-    echo "profile: server did not start under $tool" >"$prof"
-    return
+    printf '## %s\n\nserver did not start under %s\n\n' "$title" "$tool" >>"$PROF"
+    return 0
   fi
-  local i
-  for ((i = 0; i < n2; i++)); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p2.txt")" 300 200)" || true
-  done
-  for ((i = 0; i < n03; i++)); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p03.txt")" 300 200)" || true
-  done
-  for ((i = 0; i < n12; i++)); do
-    curl -fsS -o /dev/null "http://127.0.0.1:$port$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p12.txt")" 300 200)" || true
-  done
+  local what
+  what=$("$workload" "http://127.0.0.1:$port")
   # SIGINT (what Ctrl-C sends): graceful shutdown, then the profiler writes its data
   kill -INT "$ppid" 2>/dev/null || true
   for ((i = 0; i < 600; i++)); do kill -0 "$ppid" 2>/dev/null || break; sleep 0.1; done
-  kill -0 "$ppid" 2>/dev/null && { kill "$ppid" 2>/dev/null || true; sleep 2; }
+  if kill -0 "$ppid" 2>/dev/null; then kill "$ppid" 2>/dev/null || true; sleep 2; fi
   {
-    echo "# cold-resize profile of sis server ($tool), $(date -u '+%Y-%m-%d %H:%M UTC')"
-    echo "# sis build: cargo profile $SIS_PROFILE, commit $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)"
-    echo "# workload: GET cold resizes to 300x200 (stretch) of different originals, --cache-size 0:"
-    echo "#   $n2 x 2 MP JPEG, $n12 x 12 MP JPEG, $n03 x 0.3 MP JPEG"
-    echo "# (includes server start-up and HTTP handling; see the resize/decode/encode entries)"
+    echo "## $title"
+    echo
+    echo "sis server --cache-size $cache under $tool; workload: $what"
+    echo "(the whole process: start-up, HTTP and the work itself)"
     echo
     if [[ $tool == perf ]]; then
-      perf report -i "$raw" --stdio --no-children --percent-limit 0.5 2>/dev/null | head -200 || true
+      perf report -i "$raw" --stdio --no-children --percent-limit 0.5 2>/dev/null | head -120 || true
     else
-      echo "## exclusive (self) cost, top functions"
-      callgrind_annotate --inclusive=no "$raw" 2>/dev/null | head -60 || true
+      echo "### exclusive (self) instructions, top 40 functions"
+      callgrind_annotate --inclusive=no "$raw" 2>/dev/null | grep -E '^ *[0-9,]+ +\(' | head -41 || true
       echo
-      echo "## inclusive cost, top functions"
-      callgrind_annotate --inclusive=yes "$raw" 2>/dev/null | head -80 || true
+      echo "### inclusive instructions, top 40 functions"
+      callgrind_annotate --inclusive=yes "$raw" 2>/dev/null | grep -E '^ *[0-9,]+ +\(' | head -41 || true
     fi
-  } | sed -e 's/[[:space:]]*$//' | cut -c1-240 >"$prof" || true
+    echo
+  } | sed -E -e 's/[[:space:]]*$//' -e 's/ \[[^]]*\]$//' -e 's#(%\)  )(\?\?\?|[^ ]+\.(rs|S|c|h)):#\1#' |
+    cut -c1-200 >>"$PROF" || true
+}
+
+wl_cold_resize() { # base url
+  local n2=8 n12=2 n03=0 i
+  [[ $SMOKE == 1 ]] && n2=0 n12=0 n03=1
+  for ((i = 0; i < n2; i++)); do
+    curl -fsS -o /dev/null "$1$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p2.txt")" 300 200)" || true
+  done
+  for ((i = 0; i < n03; i++)); do
+    curl -fsS -o /dev/null "$1$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p03.txt")" 300 200)" || true
+  done
+  for ((i = 0; i < n12; i++)); do
+    curl -fsS -o /dev/null "$1$(sub "$(sed -n "$((i + 1))p" "$WORK/sis_p12.txt")" 300 200)" || true
+  done
+  echo "GET cold resizes to 300x200 (stretch) of different originals: $n2 x 2 MP JPEG, $n12 x 12 MP JPEG, $n03 x 0.3 MP JPEG"
+}
+
+wl_original() { # base url: scenario 1 (cached original), for the (1) ratio
+  local d=5 out n
+  [[ $SMOKE == 1 ]] && d=1
+  curl -fsS -o /dev/null "$1$(first_line "$WORK/sis_p2_orig.txt")" || true
+  out=$(env BENCH_LUA_DIR="$BENCH_DIR/lua" wrk -t1 -c4 -d"${d}s" --timeout 30s -s "$BENCH_DIR/lua/get.lua" \
+    "$1$(first_line "$WORK/sis_p2_orig.txt")" 2>&1) || true
+  n=$(sed -n 's/^BENCHJSON {"requests":\([0-9]*\).*/\1/p' <<<"$out")
+  echo "scenario 1 (GET the cached 2 MP original) with wrk -c4 for ${d} s under the profiler: ${n:-0} requests"
 }
 
 # ---------------------------------------------------------------- main
@@ -471,8 +500,22 @@ EOF
   log "report: $report"
 
   if [[ $PROFILE == 1 && $sis_state == ok ]]; then
-    profile_cold_resize "$P_PROF"
-    log "profile: $OUT/profile.txt"
+    PROF=$OUT/profile.txt
+    {
+      echo "# sis profiles, $(date -u '+%Y-%m-%d %H:%M UTC'), $NPROC x $cpu"
+      echo "# sis build: cargo profile $SIS_PROFILE, commit $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)"
+      echo
+    } >"$PROF"
+    profile_server "cold resize (scenarios 3 and 4)" 0 wl_cold_resize
+    profile_server "serving a cached original (scenario 1)" "$SIS_CACHE_SIZE" wl_original
+    if [[ -s $WORK/upload-syscalls.txt ]]; then
+      {
+        echo "## uploads (scenario 5): syscalls of the server (strace -c -f) during 2 s of uploads at c=2"
+        echo
+        cat "$WORK/upload-syscalls.txt"
+      } >>"$PROF"
+    fi
+    log "profile: $PROF"
   fi
 
   if [[ $SMOKE == 1 ]]; then
