@@ -7,7 +7,8 @@
 #                                whole harness quickly; writes to $SIS_CACHE_DIR/bench/smoke/
 #                                and ends with "N passed, N failed" (non-zero exit on failure)
 #
-# Environment: BENCH_BUILD=0 (use the existing target/release/sis), BENCH_DURATION (s per scenario), BENCH_CONNECTIONS, BENCH_OUT (results dir),
+# Environment: BENCH_BUILD=0 (use the existing binary), BENCH_CARGO_PROFILE (release; smoke: dev),
+# BENCH_KEEP=1 (keep the temp dir), BENCH_DURATION (s per scenario), BENCH_CONNECTIONS, BENCH_OUT (results dir),
 # BENCH_PROFILE=0|1 (cold-resize profile; default 1), BENCH_SIS_CACHE_SIZE (default 256MiB),
 # SIS_CACHE_DIR (heavy artifacts: venv, wheels, corpus; default ~/.cache/sis).
 #
