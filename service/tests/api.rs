@@ -876,3 +876,41 @@ async fn zero_cache_still_serves() {
     assert_eq!(dims(&r.body).0, 10);
     assert_eq!(app.state.cache.len(), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn full_resize_queue_answers_503_with_retry_after() {
+    let app = Arc::new(app_with(StateOptions {
+        resize_workers: 1,
+        resize_queue: 0,
+        ..StateOptions::default()
+    }));
+    let big = png(800, 800, 3);
+    assert_eq!(app.up("big.png", &big).await.status, StatusCode::OK);
+    let m = md5_hex(&big);
+    let mut tasks = Vec::new();
+    for i in 0..8u32 {
+        let app = Arc::clone(&app);
+        let uri = format!("/v1/images/{m}?w={}", 100 + i);
+        tasks.push(tokio::spawn(async move { app.get(&uri).await }));
+    }
+    let mut busy = 0;
+    for t in tasks {
+        let r = t.await.unwrap();
+        match r.status {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                busy += 1;
+                assert_eq!(r.header("retry-after"), Some("1"));
+                assert_eq!(r.json()["code"], "busy");
+            }
+            s => panic!("unexpected {s}"),
+        }
+    }
+    assert!(busy > 0, "no request was refused");
+    assert_eq!(app.state.metrics.resize_rejected.get(), busy);
+    // Legacy surface: 503 too.
+    let r = app
+        .get(&format!("/stretch_simple_down?md5={m}&w=10&h=10"))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "idle pool serves again");
+}

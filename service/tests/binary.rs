@@ -452,3 +452,17 @@ fn cli_version_legacy_flags_and_agent_not_yet() {
     assert_eq!(status.code(), Some(0));
     assert!(dir.path().join(".tmp").is_dir(), "-image is the data dir");
 }
+
+#[test]
+fn sigint_exits_zero() {
+    let mut srv = Server::start(&[]);
+    let (_, status) = curl_status(&["-o", "/dev/null", &srv.url("/readyz")]);
+    assert_eq!(status, 200);
+    let ok = Command::new("kill")
+        .args(["-INT", &srv.pid().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    assert_eq!(srv.wait(Duration::from_secs(10)), Some(0));
+}

@@ -15,7 +15,7 @@ use crate::imaging::{self, ImagingError};
 use crate::state::{AppState, ImageKey, MAX_UPLOAD_BYTES};
 use crate::store::{FileName, Md5Hex};
 
-use super::legacy::Checked;
+use super::legacy::{Checked, md5_of};
 use super::upload::{Part, is_multipart, read_raw};
 use super::{authorize, content_length, params, query_get, query_pairs, reject_oversized, serve};
 
@@ -74,7 +74,7 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
                 let ext = imaging::sniff(&bytes)
                     .map(|f| f.extension())
                     .unwrap_or("bin");
-                format!("{}.{ext}", Md5Hex::of(&bytes))
+                format!("{}.{ext}", md5_of(&bytes).await)
             }
         };
         vec![Part {
@@ -92,7 +92,7 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
             .map_err(Error::InvalidName)
             .map_err(fail)?;
         items.push(Checked {
-            md5: Md5Hex::of(&part.bytes),
+            md5: md5_of(&part.bytes).await,
             name,
             part,
         });
