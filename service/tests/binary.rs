@@ -186,6 +186,26 @@ fn early_413_for_60mb_upload_is_received_by_curl() {
     let (body, status) = curl_status(&["-H", "Expect:", "--data-binary", &data, &u]);
     assert_eq!(status, 413);
     assert!(body.contains("payload-too-large"), "{body}");
+    // No Content-Length (chunked): refused while streaming, still received by curl.
+    let (body, status) = curl_status(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-F",
+        &form,
+        &srv.url("/up"),
+    ]);
+    assert_eq!((status, body.as_str()), (413, "上传文件超出50M限制"));
+    let (body, status) = curl_status(&[
+        "-H",
+        "Transfer-Encoding: chunked",
+        "-H",
+        "Expect:",
+        "--data-binary",
+        &data,
+        &u,
+    ]);
+    assert_eq!(status, 413);
+    assert!(body.contains("payload-too-large"), "{body}");
     // The server is fine afterwards, nothing stored.
     let (_, status) = curl_status(&["-o", "/dev/null", &srv.url("/healthz")]);
     assert_eq!(status, 200);

@@ -57,9 +57,24 @@ pub(crate) async fn read_upload(
         let resp = surface(Error::TooLarge).into_response();
         return Err(reject_oversized(body, &parts.headers, resp));
     }
+    let body = if content_length(&parts.headers).is_none() {
+        super::bounded_body(body)
+    } else {
+        body
+    };
     read_multipart(&parts.headers, body)
         .await
-        .map_err(|e| surface(e).into_response())
+        .map_err(|e| close_if_too_large(&e, surface(e.clone()).into_response()))
+}
+
+/// A 413 found while streaming: the rest of the body is being drained, so ask
+/// the client to close afterwards.
+pub(crate) fn close_if_too_large(e: &Error, mut resp: Response) -> Response {
+    if matches!(e, Error::TooLarge) {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
 }
 
 /// Stores validated parts in order; returns how many were new.

@@ -250,21 +250,67 @@ pub(crate) fn reject_oversized(body: Body, headers: &HeaderMap, mut resp: Respon
     resp
 }
 
-/// Reads and discards up to 256 MiB or 60 s of a body.
+/// How much of a refused body is read and thrown away, at most.
+const DRAIN_MAX_BYTES: u64 = 256 << 20;
+/// How long a refused body is drained, at most.
+const DRAIN_MAX_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// Reads and discards up to [`DRAIN_MAX_BYTES`] or [`DRAIN_MAX_TIME`] of a body.
 async fn drain(body: Body) {
+    drain_stream(body.into_data_stream()).await;
+}
+
+async fn drain_stream(mut stream: axum::body::BodyDataStream) {
     use futures_util::StreamExt;
-    const MAX: u64 = 256 << 20;
-    let mut stream = body.into_data_stream();
     let mut seen = 0u64;
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+    let _ = tokio::time::timeout(DRAIN_MAX_TIME, async {
         while let Some(Ok(chunk)) = stream.next().await {
             seen += chunk.len() as u64;
-            if seen > MAX {
+            if seen > DRAIN_MAX_BYTES {
                 break;
             }
         }
     })
     .await;
+}
+
+/// Marker in the stream error of a body cut at the upload limit.
+pub(crate) const BODY_TOO_LARGE: &str = "sis: upload body over the limit";
+
+/// Wraps an upload body of unknown length (chunked): a task reads it and forwards
+/// chunks until [`crate::state::MAX_UPLOAD_BYTES`] is passed, then yields an error
+/// and keeps draining (bounded) so the client still sees the 413. If the handler
+/// stops reading early for any reason, the rest is drained the same way.
+pub(crate) fn bounded_body(body: Body) -> Body {
+    use futures_util::StreamExt;
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<bytes::Bytes, std::io::Error>>(4);
+    tokio::spawn(async move {
+        let mut stream = body.into_data_stream();
+        let mut total = 0u64;
+        while let Some(chunk) = stream.next().await {
+            match chunk {
+                Ok(c) => {
+                    total += c.len() as u64;
+                    if tx.send(Ok(c)).await.is_err() {
+                        break;
+                    }
+                    if total > crate::state::MAX_UPLOAD_BYTES {
+                        let _ = tx.send(Err(std::io::Error::other(BODY_TOO_LARGE))).await;
+                        break;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(std::io::Error::other(e))).await;
+                    return;
+                }
+            }
+        }
+        drop(tx);
+        drain_stream(stream).await;
+    });
+    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|item| (item, rx))
+    }))
 }
 
 #[cfg(test)]

@@ -178,6 +178,7 @@ fn multipart_error(e: multer::Error) -> Error {
         multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. } => {
             Error::TooLarge
         }
+        other if other.to_string().contains(super::BODY_TOO_LARGE) => Error::TooLarge,
         other => Error::BadRequest(format!("malformed multipart body: {other}")),
     }
 }
@@ -190,7 +191,13 @@ pub async fn read_raw(body: Body) -> Result<Bytes, Error> {
     let mut stream = body.into_data_stream();
     let mut buf = BytesMut::new();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| Error::BadRequest(format!("reading body: {e}")))?;
+        let chunk = chunk.map_err(|e| {
+            if e.to_string().contains(super::BODY_TOO_LARGE) {
+                Error::TooLarge
+            } else {
+                Error::BadRequest(format!("reading body: {e}"))
+            }
+        })?;
         if (buf.len() + chunk.len()) as u64 > MAX_UPLOAD_BYTES {
             return Err(Error::TooLarge);
         }

@@ -67,7 +67,14 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
         if content_length(&head.headers).is_some_and(|n| n > MAX_UPLOAD_BYTES) {
             return Err(reject_oversized(body, &head.headers, fail(Error::TooLarge)));
         }
-        let bytes = read_raw(body).await.map_err(fail)?;
+        let body = if content_length(&head.headers).is_none() {
+            super::bounded_body(body)
+        } else {
+            body
+        };
+        let bytes = read_raw(body)
+            .await
+            .map_err(|e| super::legacy::close_if_too_large(&e, fail(e.clone())))?;
         let name = match query_get(&pairs, "name") {
             Some(n) => n.to_owned(),
             None => {
