@@ -34,7 +34,11 @@ stage() {
 
 stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets --locked -- -D warnings
+stage build cargo build --workspace --locked
 stage cargo-test cargo test --workspace --locked
+stage browser bash tests/browser/run.sh
+stage prometheus bash tests/prometheus/run.sh
+stage k8s-smoke bash tests/k8s/smoke.sh
 
 echo
 if ((failed > 0)); then
