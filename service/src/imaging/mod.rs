@@ -28,6 +28,7 @@
 //!   the requested box (when both sides are given) and to the output.
 
 mod format;
+mod jpeg_dc;
 mod pool;
 mod probe;
 mod resize;

@@ -5,7 +5,7 @@
 //! 2. **Decode**. JPEG uses shrink-on-load: when the output is at most half the source, the
 //!    decoder's DCT scaling produces the image directly at 1/2, 1/4 or 1/8 size (the smallest
 //!    that still covers the output), so a 12 MP photo is never expanded to full size for a
-//!    thumbnail. Other formats (and JPEG at scale 1) decode through the `image` crate; GIF and
+//!    thumbnail. At 1/8 a DC-only decoder (`jpeg_dc`) skips the AC coefficients altogether. Other formats (and JPEG at scale 1) decode through the `image` crate; GIF and
 //!    WebP animations yield their first frame only.
 //! 3. **Resize** with `fast_image_resize` (SIMD, Catmull-Rom, alpha-aware), cropping in the
 //!    same pass for [`Fit::Cover`].
@@ -412,6 +412,21 @@ fn decode_jpeg_scaled(
     let info = jpeg_info(bytes)?;
     if r == 1 || !matches!(info.components, 1 | 3) {
         return decode_generic(bytes, header, spec, limits);
+    }
+    if r == 8
+        && let Some(dc) = super::jpeg_dc::decode(bytes)
+    {
+        let pixels = Pixels {
+            data: dc.data,
+            width: dc.width,
+            height: dc.height,
+            layout: if dc.channels == 1 {
+                Layout::Gray
+            } else {
+                Layout::Rgb
+            },
+        };
+        return Ok((pixels, orientation, raw_plan));
     }
     let expect = |v: u32| v.div_ceil(r);
     let (ew, eh) = (expect(header.width), expect(header.height));

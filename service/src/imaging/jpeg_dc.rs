@@ -1,0 +1,570 @@
+//! JPEG decoded at 1/8 scale from DC coefficients only: the thumbnail fast path.
+//!
+//! At 1/8 scale each 8×8 block becomes one pixel whose value is the block's DC coefficient, so
+//! the inverse DCT disappears entirely; what remains is Huffman decoding, where AC
+//! coefficients are *skipped* (their bits consumed, never stored or dequantised). This is the
+//! dominant cost of a 12 MP → thumbnail resize, and skipping is markedly cheaper than the
+//! general decoder's full coefficient decode.
+//!
+//! Scope is deliberately narrow: baseline/extended sequential Huffman JPEG, 8-bit, one scan
+//! holding every component, grey or YCbCr. Anything else (progressive, CMYK, Adobe RGB,
+//! multi-scan, odd sampling) returns `None` and the caller uses the general decoder, which is
+//! also what reports errors: this module never decides that a file is corrupt, it only
+//! declines (truncated entropy data included).
+
+/// An 8-bit image at 1/8 scale: `ceil(width / 8)` × `ceil(height / 8)`.
+pub(crate) struct DcImage {
+    pub width: u32,
+    pub height: u32,
+    /// Grey (1 byte per pixel) or RGB (3 bytes per pixel).
+    pub channels: u8,
+    pub data: Vec<u8>,
+}
+
+struct Component {
+    id: u8,
+    h: usize,
+    v: usize,
+    quant: usize,
+    dc_table: usize,
+    ac_table: usize,
+}
+
+/// Huffman table per JPEG Annex C, with a 9-bit lookahead for the common short codes.
+struct Huffman {
+    /// `(len << 8) | symbol` for codes of at most `LOOKAHEAD` bits; 0 when longer.
+    fast: [u16; 1 << LOOKAHEAD],
+    maxcode: [i32; 18],
+    valptr: [i32; 17],
+    mincode: [i32; 17],
+    values: Vec<u8>,
+}
+
+const LOOKAHEAD: u32 = 9;
+
+impl Huffman {
+    fn new(counts: &[u8; 16], values: &[u8]) -> Option<Huffman> {
+        let mut table = Huffman {
+            fast: [0; 1 << LOOKAHEAD],
+            maxcode: [-1; 18],
+            valptr: [0; 17],
+            mincode: [0; 17],
+            values: values.to_vec(),
+        };
+        let mut code: u32 = 0;
+        let mut k = 0usize;
+        for len in 1..=16u32 {
+            let n = usize::from(counts[len as usize - 1]);
+            table.valptr[len as usize] = k as i32;
+            table.mincode[len as usize] = code as i32;
+            for _ in 0..n {
+                if code >= (1 << len) {
+                    return None; // over-subscribed table
+                }
+                if len <= LOOKAHEAD {
+                    let shift = LOOKAHEAD - len;
+                    let sym = u16::from(*values.get(k)?);
+                    for fill in 0..(1u32 << shift) {
+                        table.fast[((code << shift) | fill) as usize] = ((len as u16) << 8) | sym;
+                    }
+                }
+                code += 1;
+                k += 1;
+            }
+            if n > 0 {
+                table.maxcode[len as usize] = code as i32 - 1;
+            }
+            code <<= 1;
+        }
+        table.maxcode[17] = i32::MAX;
+        if k > values.len() {
+            return None;
+        }
+        Some(table)
+    }
+}
+
+/// MSB-first bit reader over entropy-coded data: un-stuffs `FF 00`, stops at markers and pads
+/// with zeros after them (as libjpeg does). Padding past the end of the *file* is counted so
+/// that truncated data can be detected.
+struct Bits<'a> {
+    data: &'a [u8],
+    pos: usize,
+    acc: u64,
+    n: u32,
+    at_marker: bool,
+    eof_padding: usize,
+}
+
+impl<'a> Bits<'a> {
+    fn new(data: &'a [u8], pos: usize) -> Self {
+        Bits {
+            data,
+            pos,
+            acc: 0,
+            n: 0,
+            at_marker: false,
+            eof_padding: 0,
+        }
+    }
+
+    #[inline]
+    fn refill(&mut self) {
+        while self.n <= 56 {
+            let byte = if self.at_marker {
+                0
+            } else {
+                match self.data.get(self.pos) {
+                    None => {
+                        self.eof_padding += 1;
+                        0
+                    }
+                    Some(&0xFF) => match self.data.get(self.pos + 1) {
+                        Some(&0x00) => {
+                            self.pos += 2;
+                            0xFF
+                        }
+                        // Fill bytes before a marker.
+                        Some(&0xFF) => {
+                            self.pos += 1;
+                            continue;
+                        }
+                        _ => {
+                            self.at_marker = true;
+                            0
+                        }
+                    },
+                    Some(&b) => {
+                        self.pos += 1;
+                        b
+                    }
+                }
+            };
+            self.acc |= u64::from(byte) << (56 - self.n);
+            self.n += 8;
+        }
+    }
+
+    #[inline]
+    fn consume(&mut self, len: u32) {
+        self.acc <<= len;
+        self.n = self.n.saturating_sub(len);
+    }
+
+    /// Decodes one Huffman symbol. Assumes at least 16 valid bits (caller refills).
+    #[inline]
+    fn symbol(&mut self, t: &Huffman) -> Option<u8> {
+        let e = t.fast[(self.acc >> (64 - LOOKAHEAD)) as usize];
+        if e != 0 {
+            self.consume(u32::from(e >> 8));
+            return Some(e as u8);
+        }
+        for len in (LOOKAHEAD + 1)..=16 {
+            let code = (self.acc >> (64 - len)) as i32;
+            if code <= t.maxcode[len as usize] {
+                self.consume(len);
+                let idx = t.valptr[len as usize] + code - t.mincode[len as usize];
+                return t.values.get(usize::try_from(idx).ok()?).copied();
+            }
+        }
+        None
+    }
+
+    /// Reads `s` bits (s <= 16) as a signed JPEG magnitude.
+    #[inline]
+    fn extend(&mut self, s: u8) -> i32 {
+        if s == 0 {
+            return 0;
+        }
+        let s = u32::from(s.min(16));
+        let v = (self.acc >> (64 - s)) as i32;
+        self.consume(s);
+        if v < (1 << (s - 1)) {
+            v - (1 << s) + 1
+        } else {
+            v
+        }
+    }
+
+    /// Skips to just after the next RSTn marker and resets the bit buffer.
+    fn restart(&mut self) {
+        self.acc = 0;
+        self.n = 0;
+        self.at_marker = false;
+        while let Some(&b) = self.data.get(self.pos) {
+            if b == 0xFF
+                && let Some(&m) = self.data.get(self.pos + 1)
+                && (0xD0..=0xD7).contains(&m)
+            {
+                self.pos += 2;
+                return;
+            }
+            if b == 0xFF && matches!(self.data.get(self.pos + 1), Some(m) if *m != 0 && *m != 0xFF)
+            {
+                return; // some other marker: leave it, decoding will pad with zeros
+            }
+            self.pos += 1;
+        }
+    }
+}
+
+fn be16(b: &[u8], at: usize) -> Option<usize> {
+    Some(usize::from(u16::from_be_bytes([
+        *b.get(at)?,
+        *b.get(at + 1)?,
+    ])))
+}
+
+/// Decodes `bytes` at 1/8 scale, or `None` when this fast path does not apply.
+pub(crate) fn decode(bytes: &[u8]) -> Option<DcImage> {
+    let mut quant_dc = [0i32; 4];
+    let mut dc_tables: [Option<Huffman>; 4] = [None, None, None, None];
+    let mut ac_tables: [Option<Huffman>; 4] = [None, None, None, None];
+    let mut comps: Vec<Component> = Vec::new();
+    let (mut width, mut height) = (0usize, 0usize);
+    let mut restart_interval = 0usize;
+    let mut pos = 2;
+    // Headers up to the (single) scan.
+    let scan_start = loop {
+        while bytes.get(pos) == Some(&0xFF) && bytes.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        if bytes.get(pos) != Some(&0xFF) {
+            return None;
+        }
+        let marker = *bytes.get(pos + 1)?;
+        pos += 2;
+        if matches!(marker, 0xD0..=0xD8 | 0x01) {
+            continue;
+        }
+        let len = be16(bytes, pos)?;
+        let seg = bytes.get(pos + 2..pos + len)?;
+        match marker {
+            0xDB => {
+                let mut p = 0;
+                while p < seg.len() {
+                    let (pq, tq) = (seg[p] >> 4, usize::from(seg[p] & 15));
+                    let dc = if pq == 0 {
+                        i32::from(*seg.get(p + 1)?)
+                    } else {
+                        i32::try_from(be16(seg, p + 1)?).ok()?
+                    };
+                    *quant_dc.get_mut(tq)? = dc;
+                    p += 1 + if pq == 0 { 64 } else { 128 };
+                }
+            }
+            0xC4 => {
+                let mut p = 0;
+                while p < seg.len() {
+                    let (class, id) = (seg[p] >> 4, usize::from(seg[p] & 15));
+                    let counts: [u8; 16] = seg.get(p + 1..p + 17)?.try_into().ok()?;
+                    let total: usize = counts.iter().map(|&c| usize::from(c)).sum();
+                    let values = seg.get(p + 17..p + 17 + total)?;
+                    let table = Huffman::new(&counts, values)?;
+                    match class {
+                        0 => *dc_tables.get_mut(id)? = Some(table),
+                        1 => *ac_tables.get_mut(id)? = Some(table),
+                        _ => return None,
+                    }
+                    p += 17 + total;
+                }
+            }
+            0xC0 | 0xC1 => {
+                if *seg.first()? != 8 {
+                    return None;
+                }
+                height = be16(seg, 1)?;
+                width = be16(seg, 3)?;
+                let n = usize::from(*seg.get(5)?);
+                for i in 0..n {
+                    let c = seg.get(6 + 3 * i..9 + 3 * i)?;
+                    comps.push(Component {
+                        id: c[0],
+                        h: usize::from(c[1] >> 4),
+                        v: usize::from(c[1] & 15),
+                        quant: usize::from(c[2]),
+                        dc_table: 0,
+                        ac_table: 0,
+                    });
+                }
+            }
+            0xC2 | 0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF => return None,
+            0xDD => restart_interval = be16(seg, 0)?,
+            // Adobe APP14 with transform 0: the components are RGB, not YCbCr.
+            0xEE if seg.starts_with(b"Adobe") && seg.get(11) == Some(&0) => return None,
+            0xDA => {
+                let ns = usize::from(*seg.first()?);
+                if ns != comps.len() {
+                    return None; // multi-scan sequential: rare, let the general decoder do it
+                }
+                for i in 0..ns {
+                    let id = *seg.get(1 + 2 * i)?;
+                    let tables = *seg.get(2 + 2 * i)?;
+                    let c = comps.iter_mut().find(|c| c.id == id)?;
+                    c.dc_table = usize::from(tables >> 4);
+                    c.ac_table = usize::from(tables & 15);
+                }
+                break pos + len;
+            }
+            0xD9 => return None,
+            _ => {}
+        }
+        pos += len;
+    };
+
+    if width == 0 || height == 0 || !matches!(comps.len(), 1 | 3) {
+        return None;
+    }
+    // RGB-coded JPEGs name their components 'R', 'G', 'B'.
+    if comps.iter().map(|c| c.id).eq(*b"RGB") {
+        return None;
+    }
+    let single = comps.len() == 1;
+    if single {
+        comps[0].h = 1;
+        comps[0].v = 1;
+    }
+    let hmax = comps.iter().map(|c| c.h).max()?;
+    let vmax = comps.iter().map(|c| c.v).max()?;
+    for c in &comps {
+        if !(1..=4).contains(&c.h)
+            || !(1..=4).contains(&c.v)
+            || hmax % c.h != 0
+            || vmax % c.v != 0
+            || c.quant > 3
+            || quant_dc[c.quant] == 0
+            || dc_tables.get(c.dc_table)?.is_none()
+            || ac_tables.get(c.ac_table)?.is_none()
+        {
+            return None;
+        }
+    }
+    let mcus_x = width.div_ceil(8 * hmax);
+    let mcus_y = height.div_ceil(8 * vmax);
+    // One DC value per block, per component plane (MCU-padded).
+    let mut planes: Vec<(usize, Vec<u8>)> = comps
+        .iter()
+        .map(|c| {
+            let pw = mcus_x * c.h;
+            (pw, vec![0u8; pw * mcus_y * c.v])
+        })
+        .collect();
+
+    let mut bits = Bits::new(bytes, scan_start);
+    let mut preds = [0i32; 4];
+    let total_mcus = mcus_x * mcus_y;
+    for mcu in 0..total_mcus {
+        if restart_interval > 0 && mcu > 0 && mcu % restart_interval == 0 {
+            bits.restart();
+            preds = [0; 4];
+        }
+        let (mx, my) = (mcu % mcus_x, mcu / mcus_x);
+        for (ci, c) in comps.iter().enumerate() {
+            let dc_t = dc_tables[c.dc_table].as_ref()?;
+            let ac_t = ac_tables[c.ac_table].as_ref()?;
+            let q = quant_dc[c.quant];
+            for by in 0..c.v {
+                for bx in 0..c.h {
+                    bits.refill();
+                    let s = bits.symbol(dc_t)?;
+                    preds[ci] += bits.extend(s);
+                    let mut k = 1;
+                    while k < 64 {
+                        if bits.n < 32 {
+                            bits.refill();
+                        }
+                        let rs = bits.symbol(ac_t)?;
+                        let (r, s) = (rs >> 4, rs & 15);
+                        if s == 0 {
+                            if r != 15 {
+                                break;
+                            }
+                            k += 16;
+                        } else {
+                            k += usize::from(r) + 1;
+                            bits.consume(u32::from(s));
+                        }
+                    }
+                    let value = ((preds[ci] * q + 4) >> 3) + 128;
+                    let (plane_w, plane) = &mut planes[ci];
+                    let x = mx * c.h + bx;
+                    let y = my * c.v + by;
+                    if let Some(px) = plane.get_mut(y * *plane_w + x) {
+                        *px = value.clamp(0, 255) as u8;
+                    }
+                }
+            }
+            if bits.eof_padding > 8 {
+                return None; // truncated entropy data
+            }
+        }
+    }
+
+    let out_w = width.div_ceil(8);
+    let out_h = height.div_ceil(8);
+    if single {
+        let (plane_w, plane) = &planes[0];
+        let mut data = Vec::with_capacity(out_w * out_h);
+        for y in 0..out_h {
+            data.extend_from_slice(plane.get(y * plane_w..y * plane_w + out_w)?);
+        }
+        return Some(DcImage {
+            width: u32::try_from(out_w).ok()?,
+            height: u32::try_from(out_h).ok()?,
+            channels: 1,
+            data,
+        });
+    }
+    let mut data = Vec::with_capacity(out_w * out_h * 3);
+    // Chroma planes may be subsampled: upsample with centred bilinear interpolation (like
+    // libjpeg's "fancy" upsampling), which matters here because each sample covers 16+ px.
+    let sample = |ci: usize, x: usize, y: usize| -> i32 {
+        let c = &comps[ci];
+        let (pw, plane) = &planes[ci];
+        let at = |sx: usize, sy: usize| f32::from(plane.get(sy * pw + sx).copied().unwrap_or(128));
+        if c.h == hmax && c.v == vmax {
+            return at(x, y) as i32;
+        }
+        let ph = plane.len() / pw.max(&1);
+        let coord = |v: usize, num: usize, den: usize, len: usize| -> (usize, usize, f32) {
+            let f = ((v as f32 + 0.5) * num as f32 / den as f32 - 0.5).max(0.0);
+            let i0 = (f as usize).min(len.saturating_sub(1));
+            let i1 = (i0 + 1).min(len.saturating_sub(1));
+            (i0, i1, f - i0 as f32)
+        };
+        let (x0, x1, fx) = coord(x, c.h, hmax, *pw);
+        let (y0, y1, fy) = coord(y, c.v, vmax, ph);
+        let top = at(x0, y0) * (1.0 - fx) + at(x1, y0) * fx;
+        let bottom = at(x0, y1) * (1.0 - fx) + at(x1, y1) * fx;
+        (top * (1.0 - fy) + bottom * fy).round() as i32
+    };
+    for y in 0..out_h {
+        for x in 0..out_w {
+            let yy = sample(0, x, y) << 16;
+            let cb = sample(1, x, y) - 128;
+            let cr = sample(2, x, y) - 128;
+            // JFIF YCbCr -> RGB in 16.16 fixed point.
+            let r = (yy + 91_881 * cr + 32_768) >> 16;
+            let g = (yy - 22_554 * cb - 46_802 * cr + 32_768) >> 16;
+            let b = (yy + 116_130 * cb + 32_768) >> 16;
+            data.extend_from_slice(&[
+                r.clamp(0, 255) as u8,
+                g.clamp(0, 255) as u8,
+                b.clamp(0, 255) as u8,
+            ]);
+        }
+    }
+    Some(DcImage {
+        width: u32::try_from(out_w).ok()?,
+        height: u32::try_from(out_h).ok()?,
+        channels: 3,
+        data,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::imaging::{Format, testdata};
+
+    /// Reference: `jpeg-decoder`'s own 1/8-scale decode of the same file.
+    fn reference(bytes: &[u8], w: u32, h: u32) -> (u16, u16, Vec<u8>) {
+        let mut d = jpeg_decoder::Decoder::new(bytes);
+        let scaled = d.scale(w.div_ceil(8) as u16, h.div_ceil(8) as u16);
+        let pixels = d.decode();
+        match (scaled, pixels) {
+            (Ok((sw, sh)), Ok(p)) => (sw, sh, p),
+            (a, b) => panic!("reference decode failed: {:?} {:?}", a.err(), b.err()),
+        }
+    }
+
+    #[test]
+    fn matches_the_general_decoder_at_one_eighth() {
+        for (w, h) in [(640, 480), (333, 97), (8, 8), (1, 1)] {
+            for img in [testdata::gradient(w, h), testdata::noise(w, h)] {
+                let bytes = testdata::encode(&img, Format::Jpeg);
+                let Some(fast) = decode(&bytes) else {
+                    panic!("fast path declined a baseline JPEG {w}x{h}");
+                };
+                let (rw, rh, expected) = reference(&bytes, w, h);
+                assert_eq!((fast.width, fast.height), (u32::from(rw), u32::from(rh)));
+                assert_eq!(fast.channels, 3);
+                let diff: u64 = fast
+                    .data
+                    .iter()
+                    .zip(&expected)
+                    .map(|(a, b)| u64::from(a.abs_diff(*b)))
+                    .sum();
+                let mean = diff as f64 / expected.len() as f64;
+                assert!(mean < 3.0, "{w}x{h}: mean abs diff {mean}");
+            }
+        }
+    }
+
+    #[test]
+    fn grey_jpeg() {
+        let img = testdata::gradient(100, 60).to_luma8();
+        let mut bytes = Vec::new();
+        let encoder = jpeg_encoder::Encoder::new(&mut bytes, 85);
+        if let Err(e) = encoder.encode(img.as_raw(), 100, 60, jpeg_encoder::ColorType::Luma) {
+            panic!("encode: {e}");
+        }
+        let fast = decode(&bytes).unwrap_or_else(|| panic!("declined grey JPEG"));
+        assert_eq!((fast.width, fast.height, fast.channels), (13, 8, 1));
+        let (_, _, expected) = reference(&bytes, 100, 60);
+        let worst = fast
+            .data
+            .iter()
+            .zip(&expected)
+            .map(|(a, b)| a.abs_diff(*b))
+            .max();
+        assert!(worst.unwrap_or(0) <= 2, "{worst:?}");
+    }
+
+    #[test]
+    fn restart_intervals() {
+        // Smooth content: chroma upsampling differences stay small, a desync would not.
+        let img = testdata::gradient(200, 120).to_rgb8();
+        for interval in [0, 1, 3] {
+            let mut bytes = Vec::new();
+            let mut enc = jpeg_encoder::Encoder::new(&mut bytes, 85);
+            enc.set_restart_interval(interval);
+            if let Err(e) = enc.encode(img.as_raw(), 200, 120, jpeg_encoder::ColorType::Rgb) {
+                panic!("encode: {e}");
+            }
+            let fast = decode(&bytes).unwrap_or_else(|| panic!("declined restart-interval JPEG"));
+            let (_, _, expected) = reference(&bytes, 200, 120);
+            let diff: u64 = fast
+                .data
+                .iter()
+                .zip(&expected)
+                .map(|(a, b)| u64::from(a.abs_diff(*b)))
+                .sum();
+            let mean = diff as f64 / expected.len() as f64;
+            assert!(
+                mean < 3.0,
+                "restart interval {interval}: mean abs diff {mean}"
+            );
+        }
+    }
+
+    #[test]
+    fn declines_what_it_does_not_handle() {
+        let img = testdata::noise(64, 64).to_rgb8();
+        let mut progressive = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut progressive, 85);
+        enc.set_progressive(true);
+        if let Err(e) = enc.encode(img.as_raw(), 64, 64, jpeg_encoder::ColorType::Rgb) {
+            panic!("encode: {e}");
+        }
+        assert!(decode(&progressive).is_none());
+        let bytes = testdata::encode(&testdata::noise(64, 64), Format::Jpeg);
+        // Truncated entropy data.
+        assert!(decode(&bytes[..bytes.len() / 2]).is_none());
+        // Garbage and header-only cuts never panic.
+        for cut in 0..bytes.len().min(700) {
+            let _ = decode(&bytes[..cut]);
+        }
+        assert!(decode(&[0xFF, 0xD8, 0xFF, 0xD9]).is_none());
+    }
+}
