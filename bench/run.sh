@@ -494,12 +494,7 @@ main() {
  "thumbor": "$("$VENV/bin/thumbor" --version 2>/dev/null | sed -n '1{s/"//g;p}')",
  "wrk": "$(wrk -v 2>&1 | awk 'NR==1{print $2}')"}
 EOF
-  local report=$OUT/latest.md
-  [[ $SMOKE == 1 ]] && report=$OUT/smoke.md
-  python3 "$LIB/report.py" "$WORK/meta.json" "$RESULTS" "$report"
-  cp "$RESULTS" "$OUT/$(basename "$report" .md).jsonl"
-  log "report: $report"
-
+  PROF=""
   if [[ $PROFILE == 1 && $sis_state == ok ]]; then
     PROF=$OUT/profile.txt
     {
@@ -518,6 +513,12 @@ EOF
     fi
     log "profile: $PROF"
   fi
+
+  local report=$OUT/latest.md
+  [[ $SMOKE == 1 ]] && report=$OUT/smoke.md
+  python3 "$LIB/report.py" "$WORK/meta.json" "$RESULTS" "$report" "${PROF:-}"
+  cp "$RESULTS" "$OUT/$(basename "$report" .md).jsonl"
+  log "report: $report"
 
   if [[ $SMOKE == 1 ]]; then
     python3 "$LIB/report.py" --check "$RESULTS"

@@ -136,7 +136,25 @@ def memory(meta):
     return out
 
 
-def report(meta_path, results_path, out_path):
+def profile_highlights(path, top=10):
+    """The top self-cost functions of each callgrind section of profile.txt."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return []
+    out = []
+    for sec in text.split("\n## ")[1:]:
+        title, _, body = sec.partition("\n")
+        if "### exclusive" not in body:
+            continue
+        rows = body.split("### exclusive", 1)[1].split("\n")[1:]
+        rows = [r for r in rows if "%)" in r and "PROGRAM TOTALS" not in r][:top]
+        out += [f"**{title}** (callgrind, self instructions):", "", "```"] + rows + ["```", ""]
+    return out
+
+
+def report(meta_path, results_path, out_path, profile_path=""):
     with open(meta_path) as f:
         meta = json.load(f)
     rows, checks = load(results_path)
@@ -169,6 +187,10 @@ def report(meta_path, results_path, out_path):
     lines += ["", "## Results", ""] + table(shown)
     lines += ["", "## Ratios vs the targets of issue 8", ""] + ratios(rows, checks, meta)
     lines += ["", "## Memory", ""] + memory(meta)
+    if profile_path:
+        hl = profile_highlights(profile_path)
+        if hl:
+            lines += ["", "## Profile highlights (full output: profile.txt)", ""] + hl
     lines += [
         "",
         "Notes: req/s = completed requests / wall time; errors = socket errors, timeouts (30 s) and "
@@ -212,4 +234,4 @@ if __name__ == "__main__":
     if sys.argv[1] == "--check":
         check(sys.argv[2])
     else:
-        report(*sys.argv[1:4])
+        report(*sys.argv[1:5])
