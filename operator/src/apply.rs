@@ -11,7 +11,7 @@ use std::fmt::Debug;
 
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde::Serialize;
@@ -36,6 +36,8 @@ pub struct AppliedChild {
     pub kind: &'static str,
     pub name: String,
     pub change: Change,
+    /// Reference to the child (the `related` object of its events).
+    pub reference: ObjectReference,
 }
 
 /// Result of applying every child.
@@ -118,7 +120,11 @@ async fn apply<K>(
     existing: Option<Option<K>>,
 ) -> Result<(K, AppliedChild), Error>
 where
-    K: Resource<Scope = NamespaceResourceScope> + Clone + DeserializeOwned + Serialize + Debug,
+    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + Serialize
+        + Debug,
 {
     let name = object.name_any();
     let before = match existing {
@@ -153,5 +159,14 @@ where
             }
         }
     };
-    Ok((after, AppliedChild { kind, name, change }))
+    let reference = after.object_ref(&());
+    Ok((
+        after,
+        AppliedChild {
+            kind,
+            name,
+            change,
+            reference,
+        },
+    ))
 }

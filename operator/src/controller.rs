@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::core::v1::{ObjectReference, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
@@ -88,12 +88,27 @@ impl Context {
     }
 
     async fn publish(&self, cluster: &SisCluster, type_: EventType, reason: &str, note: String) {
+        self.publish_related(cluster, type_, reason, note, None)
+            .await;
+    }
+
+    /// Publish an event about `cluster`, optionally naming a child as the related object.
+    /// (The recorder folds events with the same reason and related object into one series, so
+    /// per-child events must name their child.)
+    async fn publish_related(
+        &self,
+        cluster: &SisCluster,
+        type_: EventType,
+        reason: &str,
+        note: String,
+        related: Option<ObjectReference>,
+    ) {
         let event = Event {
             type_,
             reason: reason.to_owned(),
             note: Some(truncate(note, 1000)),
             action: "Reconcile".to_owned(),
-            secondary: None,
+            secondary: related,
         };
         if let Err(error) = self
             .recorder
@@ -177,11 +192,12 @@ pub async fn reconcile(cluster: Arc<SisCluster>, ctx: Arc<Context>) -> Result<Ac
             Change::Unchanged => continue,
         };
         tracing::info!(cluster = %key(&cluster), kind = child.kind, name = %child.name, "{verb}");
-        ctx.publish(
+        ctx.publish_related(
             &cluster,
             EventType::Normal,
             reason,
             format!("{} {} {verb}", child.kind, child.name),
+            Some(child.reference.clone()),
         )
         .await;
     }

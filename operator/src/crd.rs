@@ -348,20 +348,24 @@ pub fn crd() -> CustomResourceDefinition {
 
 /// Adjust a generated schema (the `spec` subtree) to what a 1.20 apiserver validates as meant:
 /// - int-or-string nodes get exactly `anyOf: [{type: integer}, {type: string}]` (the derive
-///   strips the branch types, which would let any JSON type through and then break decoding);
-/// - no `nullable` (a `null` is then pruned and the default applies, instead of being stored
-///   and failing to decode), and no `null` in `enum`s.
+///   strips the branch types, which would let any JSON type through and then break decoding)
+///   and are not `nullable` (they always have a value, from the user or the default);
+/// - optional fields stay `nullable`: server-side apply on 1.20 turns an emptied object into
+///   `null`, which must be accepted (it means "unset");
+/// - no `null` in `enum`s (kubectl's client-side validation rejects such a CRD), and so enum
+///   fields are not `nullable` either (1.20 would check `null` against the enum and fail).
 pub fn fix_schema(schema: &mut JSONSchemaProps) {
-    schema.nullable = None;
+    if let Some(values) = schema.enum_.as_mut() {
+        values.retain(|v| !v.0.is_null());
+        schema.nullable = None;
+    }
     if schema.x_kubernetes_int_or_string == Some(true) {
+        schema.nullable = None;
         let branch = |t: &str| JSONSchemaProps {
             type_: Some(t.to_owned()),
             ..JSONSchemaProps::default()
         };
         schema.any_of = Some(vec![branch("integer"), branch("string")]);
-    }
-    if let Some(values) = schema.enum_.as_mut() {
-        values.retain(|v| !v.0.is_null());
     }
     for child in schema.properties.iter_mut().flat_map(|p| p.values_mut()) {
         fix_schema(child);
@@ -463,7 +467,17 @@ mod tests {
             spec["properties"]["server"]["default"]["storage"]["size"],
             "10Gi"
         );
-        assert!(!serde_json::to_string(&spec).unwrap().contains("nullable"));
+        let agent_props = &spec["properties"]["agent"]["properties"];
+        assert_eq!(
+            agent_props["resources"]["nullable"], true,
+            "SSA on 1.20 may send null"
+        );
+        assert!(agent_props["replicas"].get("nullable").is_none());
+        assert!(
+            spec["properties"]["imagePullPolicy"]
+                .get("nullable")
+                .is_none()
+        );
     }
 
     #[test]

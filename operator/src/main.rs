@@ -6,10 +6,7 @@
 //! Cluster-wide (ClusterRole), unless `--watch-namespace` is set (then a Role there suffices,
 //! except for the Lease which lives in the operator's own namespace):
 //! - `sis.dev` `sisclusters`: get, list, watch — the resources it reconciles
-//! - `sis.dev` `sisclusters/status`: get, patch, update — writes status (merge patch)
-//! - `sis.dev` `sisclusters/finalizers`: update — owner references with
-//!   `blockOwnerDeletion` need it where the OwnerReferencesPermissionEnforcement admission
-//!   plugin is on
+//! - `sis.dev` `sisclusters/status`: patch — writes status (merge patch)
 //! - `apps` `statefulsets`, `deployments`: get, list, watch, create, patch — server-side apply
 //!   (a PATCH; create is for the first apply of a missing object)
 //! - `""` (core) `services`: get, list, watch, create, patch — same
@@ -20,7 +17,8 @@
 //!
 //! Not needed: pods, secrets (the token reaches pods through `secretKeyRef`), PVCs
 //! (the StatefulSet controller creates them), delete on anything (garbage collection removes
-//! children), `customresourcedefinitions` (the CRD is installed by the chart / `kubectl apply`).
+//! children), `sisclusters/finalizers` (no `blockOwnerDeletion`), `customresourcedefinitions`
+//! (the CRD is installed by the chart / `kubectl apply`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
