@@ -6,10 +6,11 @@
 #   docker run sis:0.1.0 agent --upstream http://server:3333       # agent mode
 #   docker run --entrypoint sis-operator sis:0.1.0                 # the operator
 #
-# Plain Dockerfile syntax (no BuildKit-only features), so `docker build`, `buildah bud`
-# and `podman build` all build it. Dependencies are compiled in their own layer from
-# the manifests alone, so a source-only change rebuilds just the two workspace crates.
-# tests/image/run.sh builds and runs this file with buildah.
+# Builds with BuildKit (`docker build`), `buildah bud` and `podman build`: the only feature
+# beyond the classic syntax is `RUN --mount=type=cache`, which keeps cargo's registry and target
+# directory between builds, so a rebuild compiles only what changed (a source edit: the two
+# workspace crates; a Cargo.lock change: the changed dependencies). Nothing from those caches
+# ends up in an image layer. tests/image/run.sh builds and runs this file with buildah.
 
 # Base images are build arguments with the usual upstream names.
 ARG RUST_IMAGE=rust:1.95-bookworm
@@ -23,30 +24,21 @@ ENV CARGO_TERM_COLOR=never \
     CARGO_NET_RETRY=5
 WORKDIR /src
 
-# 1. Dependency layer. Only the manifests and the lock file are copied, every member
-#    gets an empty stub source, and all dependencies are compiled. This layer is
-#    reused until Cargo.toml/Cargo.lock of any member change.
+# The workspace: the two shipped crates in full; of the `tests` member (end-to-end tests, not
+# built here) only its manifest and an empty lib, which cargo needs to load the workspace.
+# .dockerignore keeps everything else (target/, .git, charts, scripts) out of the context.
 COPY Cargo.toml Cargo.lock ./
-COPY service/Cargo.toml service/Cargo.toml
-COPY operator/Cargo.toml operator/Cargo.toml
 COPY tests/Cargo.toml tests/Cargo.toml
-RUN set -eux; \
-    for member in service operator tests; do \
-        mkdir -p "$member/src"; \
-        echo 'fn main() {}' > "$member/src/main.rs"; \
-        : > "$member/src/lib.rs"; \
-    done; \
-    cargo build --release --locked -p sis -p sis-operator; \
-    # Drop the stubs' own artifacts; the dependencies' stay.
-    cargo clean --release -p sis -p sis-operator; \
-    rm -rf service/src operator/src
-
-# 2. The real sources of the two shipped crates (the `tests` member keeps its stub:
-#    it is only needed for the workspace to load). See .dockerignore.
+RUN mkdir -p tests/src && : > tests/src/lib.rs
 COPY service service
 COPY operator operator
-RUN set -eux; \
-    # COPY keeps the context's mtimes, which may be older than the stub build.
+
+# Release build of both binaries, copied out of the cached target dir into /out.
+RUN --mount=type=cache,id=sis-cargo-registry,target=/usr/local/cargo/registry \
+    --mount=type=cache,id=sis-cargo-target,target=/src/target \
+    set -eux; \
+    # cargo judges path crates by mtime; the cached target dir may be newer than the context's
+    # files (another checkout built earlier), so mark the sources as changed.
     find service operator -type f -exec touch {} +; \
     cargo build --release --locked -p sis -p sis-operator; \
     install -D -m 0755 target/release/sis /out/sis; \
@@ -60,13 +52,11 @@ FROM ${RUNTIME_IMAGE}
 # Keep in step with [workspace.package] version in Cargo.toml (tests/image/run.sh checks).
 ARG VERSION=0.1.0
 ARG REVISION=unknown
-ARG CREATED=unknown
 
 LABEL org.opencontainers.image.title="sis" \
       org.opencontainers.image.description="Simple image server (server and agent modes) and its Kubernetes operator" \
       org.opencontainers.image.version="${VERSION}" \
       org.opencontainers.image.revision="${REVISION}" \
-      org.opencontainers.image.created="${CREATED}" \
       org.opencontainers.image.source="https://github.com/sis-dev/sis" \
       org.opencontainers.image.licenses="MIT" \
       org.opencontainers.image.vendor="sis"

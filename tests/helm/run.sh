@@ -121,11 +121,11 @@ EOF
 }
 check "rendered CRD = sis-operator crd + keep annotation" crd_matches
 check "crds.install=false renders no CRD" \
-    bash -c "! helm template x '$CHART' --set crds.install=false | grep -q 'kind: CustomResourceDefinition'"
+    bash -c "! \"\$HELM\" template x '$CHART' --set crds.install=false | grep -q 'kind: CustomResourceDefinition'"
 check "cluster.enabled without the CRD fails with a clear message" \
-    bash -c "helm template x '$CHART' --set cluster.enabled=true 2>&1 | grep -q 'needs the SisCluster CRD'"
+    bash -c "\"\$HELM\" template x '$CHART' --set cluster.enabled=true 2>&1 | grep -q 'needs the SisCluster CRD'"
 check "cluster.enabled renders a SisCluster" \
-    bash -c "helm template x '$CHART' --api-versions sis.dev/v1alpha1/SisCluster --set cluster.enabled=true | grep -q 'kind: SisCluster'"
+    bash -c "\"\$HELM\" template x '$CHART' --api-versions sis.dev/v1alpha1/SisCluster --set cluster.enabled=true | grep -q 'kind: SisCluster'"
 
 # --------------------------------------------------------------------------- control plane
 if ! STATE="$("$ROOT/tests/k8s/cluster.sh" start 2>"$WORK/start.log")" || [ ! -f "$STATE/kubeconfig" ]; then
@@ -136,6 +136,8 @@ fi
 export KUBECONFIG="$STATE/kubeconfig"
 log "control plane up: $STATE"
 k() { kubectl "$@"; }
+# shellcheck disable=SC2317 # called through check/eventually
+exists() { k -n "$1" get "$2" "$3" >/dev/null 2>&1; }
 
 k create namespace "$NS" >/dev/null
 check "helm template | kubectl apply --dry-run=server" \
@@ -155,8 +157,10 @@ check "Deployment has 2 replicas" \
     test "$(k -n "$NS" get deploy "$FULL" -o jsonpath='{.spec.replicas}')" = 2
 check "CRD installed with resource-policy keep" \
     test "$(k get crd sisclusters.sis.dev -o jsonpath='{.metadata.annotations.helm\.sh/resource-policy}')" = keep
-eventually 60 k get crd sisclusters.sis.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' |
-    grep -q True
+established() {
+    [ "$(k get crd sisclusters.sis.dev -o jsonpath='{.status.conditions[?(@.type=="Established")].status}' 2>/dev/null)" = True ]
+}
+check "CRD established" eventually 60 established
 k create namespace media >/dev/null
 check "kubectl apply --dry-run=server -f deploy/examples/siscluster.yaml" \
     k apply --dry-run=server -f "$ROOT/deploy/examples/siscluster.yaml"
@@ -231,6 +235,7 @@ lease_holder() {
 check "operator holds the Lease $NS/$FULL" eventually 60 lease_holder
 
 check "apply deploy/examples/siscluster.yaml" k apply -f "$ROOT/deploy/examples/siscluster.yaml"
+# shellcheck disable=SC2317 # called through check/eventually
 exists() { k -n "$1" get "$2" "$3" >/dev/null 2>&1; }
 check "photos-server StatefulSet created" eventually 60 exists media statefulset photos-server
 check "photos-server Service created" eventually 30 exists media service photos-server
