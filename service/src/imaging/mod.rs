@@ -12,6 +12,8 @@
 //!   (huge declared sizes, GIFs/WebPs with thousands of frames) before anything is allocated.
 //! - `resize`: [`resize`] plans the output geometry, decodes (JPEG with DCT shrink-on-load),
 //!   resizes with SIMD (`fast_image_resize`), applies EXIF orientation and encodes.
+//! - `jpeg_dc`: a DC-only JPEG decoder for 1/8-scale shrink-on-load (declines anything
+//!   unusual; the general decoder then takes over).
 //! - `pool`: [`ResizePool`].
 //!
 //! # Behaviour worth knowing
