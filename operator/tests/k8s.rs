@@ -1479,7 +1479,116 @@ async fn k8s_7_contract_pod_templates_start_the_real_binaries() {
         "the upload through the agent landed on the server"
     );
     assert_eq!(bytes, PNG_2X2);
+    println!(
+        "contract: server and agent probes 200; upload through the agent ({md5}) served by the server"
+    );
     drop(agent);
     drop(server);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 8. An apply that the apiserver refuses: Degraded/ApplyFailed, a Warning event, an error
+//    metric by step, retries with backoff, and recovery once the obstacle is gone.
+
+#[tokio::test]
+#[ignore = "needs a real cluster: tests/k8s/operator.sh"]
+async fn k8s_8_apply_failures_are_reported_and_retried() {
+    let Some(kc) = kubeconfig_path() else { return };
+    let client = client(&kc).await;
+    ensure_crd(&client).await;
+    let ns = "op-conflict";
+    create_namespace(&client, ns).await;
+    // Someone else's StatefulSet already has the name; its selector is immutable, so applying
+    // ours over it fails with 422.
+    let sts: Api<StatefulSet> = Api::namespaced(client.clone(), ns);
+    let foreign: StatefulSet = serde_json::from_value(json!({
+        "metadata": {"name": "photos-server", "namespace": ns},
+        "spec": {
+            "replicas": 0,
+            "serviceName": "other",
+            "selector": {"matchLabels": {"app": "other"}},
+            "template": {
+                "metadata": {"labels": {"app": "other"}},
+                "spec": {"containers": [{"name": "other", "image": "other:1"}]}
+            }
+        }
+    }))
+    .unwrap();
+    sts.create(&PostParams::default(), &foreign).await.unwrap();
+    let operator = Operator::start(&kc, ns, "op-conflict-a");
+    apply_cluster(&client, ns, &sample(ns)).await;
+
+    let api: Api<SisCluster> = Api::namespaced(client.clone(), ns);
+    let cluster = wait(
+        "Degraded=True ApplyFailed",
+        Duration::from_secs(30),
+        || async {
+            let c = api.get("photos").await.ok()?;
+            (condition(&c, "Degraded")? == ("True".to_owned(), "ApplyFailed".to_owned()))
+                .then_some(c)
+        },
+    )
+    .await;
+    let status = cluster.status.unwrap();
+    assert_eq!(status.phase.as_deref(), Some("Degraded"));
+    let message = &status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap()
+        .message;
+    assert!(
+        message.contains("applying StatefulSet photos-server"),
+        "{message}"
+    );
+    wait(
+        "ApplyFailed warning event",
+        Duration::from_secs(20),
+        || async {
+            let events = events_for(&client, ns).await;
+            events
+                .iter()
+                .any(|e| {
+                    e.reason.as_deref() == Some("ApplyFailed")
+                        && e.type_.as_deref() == Some("Warning")
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    let addr = operator.metrics_addr().await;
+    let body = String::from_utf8(http_get(&addr, "/metrics").1).unwrap();
+    assert!(
+        body.contains(r#"sis_operator_reconcile_errors_total{reason="apply_statefulset"}"#),
+        "{body}"
+    );
+
+    // Remove the obstacle: a retry (backoff, no new event needed) creates ours and recovers.
+    sts.delete("photos-server", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait(
+        "our StatefulSet after a retry",
+        Duration::from_secs(90),
+        || async {
+            let s = sts.get_opt("photos-server").await.ok()??;
+            (s.labels()
+                .get("app.kubernetes.io/managed-by")
+                .map(String::as_str)
+                == Some("sis-operator"))
+            .then_some(())
+        },
+    )
+    .await;
+    wait(
+        "Degraded=False after recovery",
+        Duration::from_secs(30),
+        || async {
+            let c = api.get("photos").await.ok()?;
+            (condition(&c, "Degraded")?.0 == "False").then_some(())
+        },
+    )
+    .await;
+    wait_children(&client, ns, "photos").await;
 }

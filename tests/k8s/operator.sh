@@ -6,6 +6,7 @@
 #   2 spec changes converge, new pod-template hash    6 two operators: only the leader writes
 #   3 pods Ready -> Ready=True, `kubectl get sis`     7 contract: pod-template command/args/env
 #   4 invalid specs: schema 422s, Degraded, no crash    start the real `sis` binaries
+#   8 an apply the apiserver refuses: Degraded/ApplyFailed, event, error metric, backoff retry
 # Each test owns a namespace and its own operator process(es). Also checks `sis-operator crd`
 # against the apiserver with a server-side dry run.
 # Ends with `N passed, N failed[, N skipped]` (skipped: the agent half of the contract test
@@ -90,9 +91,9 @@ if grep -q 'CONTRACT-AGENT-SKIPPED' "$OUT"; then
     echo "skip - contract, agent half: $(grep -m1 -o 'CONTRACT-AGENT-SKIPPED: .*' "$OUT" | cut -c25-)"
 fi
 ran=$(grep -cE '^test k8s_[a-z0-9_]+ \.\.\. (ok|FAILED)$' "$OUT" || true)
-if [ "$rc" -ne 0 ] || [ "$ran" -lt 7 ]; then
+if [ "$rc" -ne 0 ] || [ "$ran" -lt 8 ]; then
     [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ] && fail "cargo test exited $rc"
-    [ "$ran" -lt 7 ] && fail "only $ran of 7 real-cluster tests reported"
+    [ "$ran" -lt 8 ] && fail "only $ran of 8 real-cluster tests reported"
     echo "----- cargo test output"
     cat "$OUT"
 fi
