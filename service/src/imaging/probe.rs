@@ -103,19 +103,27 @@ fn corrupt(format: Format, what: &str) -> ImagingError {
 }
 
 fn be_u16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_be_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    Some(u16::from_be_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn le_u16(b: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(at..at + 2)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(at..at.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 fn be_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_be_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn le_u32(b: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(at..at.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 fn le_u24(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 3)?;
+    let s = b.get(at..at.checked_add(3)?)?;
     Some(u32::from(s[0]) | u32::from(s[1]) << 8 | u32::from(s[2]) << 16)
 }
 
@@ -315,9 +323,12 @@ fn webp_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {
             check_input(w, h, limits)?;
             if flags & 0x02 != 0 {
                 // Animated: count ANMF chunks without touching their payloads.
-                let mut pos = 12;
+                let mut pos: usize = 12;
                 let mut frames = 0usize;
-                while let (Some(tag), Some(len)) = (b.get(pos..pos + 4), le_u32(b, pos + 4)) {
+                while let (Some(tag), Some(len)) = (
+                    b.get(pos..pos.saturating_add(4)),
+                    le_u32(b, pos.saturating_add(4)),
+                ) {
                     if tag == b"ANMF" {
                         frames += 1;
                         if frames > MAX_FRAMES {
