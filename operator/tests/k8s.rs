@@ -757,6 +757,8 @@ async fn k8s_2_spec_changes_converge() {
     object["spec"]["agent"]["service"]["port"] = json!(8080);
     object["spec"]["agent"]["resources"] = json!({});
     object["spec"]["image"] = json!("registry.example/sis:0.2.0");
+    // Storage cannot change after creation: kept, reported, and it must not block the rest.
+    object["spec"]["server"]["storage"]["size"] = json!("20Gi");
     apply_cluster(&client, ns, &object).await;
 
     let deploy: Api<Deployment> = Api::namespaced(client.clone(), ns);
@@ -854,6 +856,33 @@ async fn k8s_2_spec_changes_converge() {
     .await;
     let status = cluster.status.unwrap();
     assert_eq!(status.agent.unwrap().replicas, 5);
+    let degraded = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "Degraded")
+        .unwrap();
+    assert_eq!(
+        (degraded.status.as_str(), degraded.reason.as_str()),
+        ("True", "StorageImmutable")
+    );
+    assert!(
+        degraded.message.contains("keeping size 10Gi"),
+        "{}",
+        degraded.message
+    );
+    let s = sts.get("photos-server").await.unwrap();
+    let claim = &s.spec.unwrap().volume_claim_templates.unwrap()[0];
+    let size = &claim
+        .spec
+        .as_ref()
+        .unwrap()
+        .resources
+        .as_ref()
+        .unwrap()
+        .requests
+        .as_ref()
+        .unwrap()["storage"];
+    assert_eq!(size.0, "10Gi");
     assert_eq!(
         status.endpoint.as_deref(),
         Some(format!("http://photos-agent.{ns}.svc:8080").as_str())
