@@ -152,6 +152,11 @@ pub async fn reconcile(cluster: Arc<SisCluster>, ctx: Arc<Context>) -> Result<Ac
     let namespace = cluster
         .namespace()
         .ok_or(Error::MissingMetadata("namespace"))?;
+    if cluster.metadata.deletion_timestamp.is_some() {
+        // Being deleted: the garbage collector removes the children; re-applying them would
+        // only fight it.
+        return Ok(Action::await_change());
+    }
     let api: Api<SisCluster> = Api::namespaced(ctx.client.clone(), &namespace);
     tracing::debug!(cluster = %key(&cluster), generation = ?cluster.metadata.generation, "reconciling");
 
