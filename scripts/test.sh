@@ -11,6 +11,11 @@ cd "$(dirname "$0")/.."
 export SIS_CACHE_DIR="${SIS_CACHE_DIR:-$HOME/.cache/sis}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 mkdir -p "$SIS_CACHE_DIR"
+# CI starts from a fresh clone each time: keep cargo's build output in the cache so a run
+# rebuilds only what changed. Developers keep their usual ./target.
+if [[ "${CI:-}" == "true" && -z "${CARGO_TARGET_DIR:-}" ]]; then
+  export CARGO_TARGET_DIR="$SIS_CACHE_DIR/target"
+fi
 
 passed=0
 failed=0
@@ -39,6 +44,10 @@ stage cargo-test cargo test --workspace --locked
 stage browser bash tests/browser/run.sh
 stage prometheus bash tests/prometheus/run.sh
 stage k8s-smoke bash tests/k8s/smoke.sh
+stage operator bash tests/k8s/operator.sh
+stage helm bash tests/helm/run.sh
+stage fuzz bash tests/fuzz/run.sh
+stage image bash tests/image/run.sh
 
 echo
 if ((failed > 0)); then
