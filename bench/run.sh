@@ -8,7 +8,7 @@
 #                                and ends with "N passed, N failed" (non-zero exit on failure)
 #
 # Environment: BENCH_BUILD=0 (use the existing binary), BENCH_CARGO_PROFILE (release; smoke: dev),
-# BENCH_KEEP=1 (keep the temp dir), BENCH_DURATION (s per scenario), BENCH_CONNECTIONS, BENCH_OUT (results dir),
+# BENCH_KEEP=1 (keep the temp dir), BENCH_NICE (root: -10), BENCH_DURATION (s per scenario), BENCH_CONNECTIONS, BENCH_OUT (results dir),
 # BENCH_PROFILE=0|1 (cold-resize profile; default 1), BENCH_SIS_CACHE_SIZE (default 256MiB),
 # SIS_CACHE_DIR (heavy artifacts: venv, wheels, corpus; default ~/.cache/sis).
 #
@@ -43,6 +43,13 @@ CORPUS=$CACHE/corpus-v1
 NPROC=$(nproc)
 if [[ $SMOKE == 1 ]]; then OUT=${BENCH_OUT:-$CACHE/smoke}; else OUT=${BENCH_OUT:-$BENCH_DIR/results}; fi
 mkdir -p "$CACHE" "$OUT"
+
+# The machine is shared (other builds may be running): as root, everything this run starts
+# (peers, sis, wrk) gets a higher CPU priority so background work disturbs the ratios less.
+# Children inherit it; the cargo build is put back to normal priority.
+NICE=${BENCH_NICE:-0}
+[[ $(id -u) == 0 && -z ${BENCH_NICE:-} ]] && NICE=-10
+if [[ $NICE != 0 ]]; then renice -n "$NICE" -p $$ >/dev/null || NICE=0; fi
 
 log() { printf '[bench %s] %s\n' "$(date -u +%H:%M:%S)" "$*" >&2; }
 
@@ -365,7 +372,7 @@ main() {
   local sis_state="ok"
   if [[ ${BENCH_BUILD:-1} == 1 ]]; then
     log "cargo build --profile $profile -p sis"
-    if ! (cd "$REPO" && cargo build --profile "$profile" -p sis --quiet) >"$CACHE/build.log" 2>&1; then
+    if ! (cd "$REPO" && nice -n $((-NICE)) cargo build --profile "$profile" -p sis --quiet) >"$CACHE/build.log" 2>&1; then
       sis_state="not run: sis did not build (cargo build --profile $profile -p sis)"
     fi
   fi
@@ -484,7 +491,7 @@ main() {
   cat >"$WORK/meta.json" <<EOF
 {"date": "$(date -u '+%Y-%m-%d %H:%M UTC')", "nproc": $NPROC, "cpu": "$cpu",
  "kernel": "$(uname -r)", "cargo_profile": "$SIS_PROFILE",
- "load_start": "$LOAD_START", "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "mem": "$(free -g | awk '/^Mem:/{print $2}') GiB",
+ "load_start": "$LOAD_START", "nice": $NICE, "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "mem": "$(free -g | awk '/^Mem:/{print $2}') GiB",
  "duration_s": $DUR, "connections": $CONNS, "smoke": $SMOKE,
  "sis_cache_size": "$SIS_CACHE_SIZE", "rss_server_kib": $rss_server, "rss_agent_kib": $rss_agent,
  "sis_commit": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)",

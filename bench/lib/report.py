@@ -166,7 +166,7 @@ def report(meta_path, results_path, out_path, profile_path=""):
         f"- date: {meta['date']}; sis commit {meta['sis_commit']} (cargo profile {meta['cargo_profile']}, "
         f"URLs: {meta['sis_scheme']})",
         f"- load average (1/5/15 min) at start: {meta['load_start']}, at end: {meta['load_end']} "
-        "(other processes on the machine share its cores)",
+        f"(other processes on the machine share its cores; every process of this run ran at nice {meta['nice']})",
         f"- machine: {meta['nproc']} cores, {meta['cpu']}, {meta['mem']} RAM, Linux {meta['kernel']}; "
         "the load generator runs on the same cores",
         f"- load: wrk {meta['wrk']}, {meta['duration_s']} s per scenario, {meta['connections']} connections "
