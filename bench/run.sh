@@ -494,7 +494,7 @@ main() {
  "load_start": "$LOAD_START", "nice": $NICE, "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "mem": "$(free -g | awk '/^Mem:/{print $2}') GiB",
  "duration_s": $DUR, "connections": $CONNS, "smoke": $SMOKE,
  "sis_cache_size": "$SIS_CACHE_SIZE", "rss_server_kib": $rss_server, "rss_agent_kib": $rss_agent,
- "sis_commit": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)",
+ "sis_commit": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$REPO" && [[ -n $(git status --porcelain -- service Cargo.lock 2>/dev/null) ]] && echo ' + uncommitted changes in service/')",
  "sis_scheme": "$(cat "$WORK/sis_scheme" 2>/dev/null || echo none)",
  "n2": $N2, "n12": $N12, "limit_same_fs": "$same_fs",
  "nginx": "$(nginx -v 2>&1 | sed 's/.*nginx\///')",
