@@ -945,11 +945,15 @@ async fn k8s_3_ready_pods_make_the_cluster_ready() {
         .collect();
     assert_eq!(&row[..4], ["photos", "3", "1", "Running"], "{text}");
 
-    let events = events_for(&client, ns).await;
-    assert!(
-        events.iter().any(|e| e.reason.as_deref() == Some("Ready")),
-        "Ready event"
-    );
+    // The Ready event follows the status write.
+    wait("Ready event", Duration::from_secs(20), || async {
+        let events = events_for(&client, ns).await;
+        events
+            .iter()
+            .any(|e| e.reason.as_deref() == Some("Ready"))
+            .then_some(())
+    })
+    .await;
     // Metrics of the reconciles.
     assert!(operator.metric("sis_operator_reconciliations_total").await >= 2.0);
     assert!(
@@ -1244,12 +1248,15 @@ async fn k8s_6_only_the_leader_writes() {
     .await;
     assert!(b.metric("sis_operator_reconciliations_total").await >= 1.0);
     assert_eq!(b.metric("sis_operator_leader").await, 1.0);
-    let events = events_for(&client, ns).await;
-    assert!(
+    // B publishes its event right after the apply we just saw; give it a moment.
+    wait("an event from B", Duration::from_secs(20), || async {
+        let events = events_for(&client, ns).await;
         events
             .iter()
             .any(|e| e.reporting_instance.as_deref() == Some("op-leader-b"))
-    );
+            .then_some(())
+    })
+    .await;
 }
 
 async fn wait_metric(operator: &Operator, name: &str, value: f64) -> f64 {
@@ -1587,11 +1594,17 @@ async fn k8s_8_apply_failures_are_reported_and_retried() {
     )
     .await;
     let addr = operator.metrics_addr().await;
-    let body = String::from_utf8(http_get(&addr, "/metrics").1).unwrap();
-    assert!(
-        body.contains(r#"sis_operator_reconcile_errors_total{reason="apply_statefulset"}"#),
-        "{body}"
-    );
+    // error_policy counts the failure after the reconcile returns.
+    wait(
+        "apply_statefulset error metric",
+        Duration::from_secs(20),
+        || async {
+            let body = String::from_utf8(http_get(&addr, "/metrics").1).ok()?;
+            body.contains(r#"sis_operator_reconcile_errors_total{reason="apply_statefulset"}"#)
+                .then_some(())
+        },
+    )
+    .await;
 
     // Remove the obstacle: a retry (backoff, no new event needed) creates ours and recovers.
     sts.delete("photos-server", &DeleteParams::default())
