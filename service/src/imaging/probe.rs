@@ -292,6 +292,38 @@ pub(crate) fn jpeg_info(b: &[u8]) -> Result<JpegInfo, ImagingError> {
     }
 }
 
+/// Whether a JPEG ends its entropy-coded data with an EOI marker. Entropy data cannot contain
+/// `FF D9` (0xFF bytes are stuffed), so finding it after the first scan header means the file
+/// was not cut short; a search from the end finds it at once in a complete file. Segments
+/// before the scan (an EXIF thumbnail has its own EOI) are skipped by length.
+pub(crate) fn jpeg_complete(b: &[u8]) -> bool {
+    let mut pos = 2;
+    loop {
+        while b.get(pos) == Some(&0xFF) && b.get(pos + 1) == Some(&0xFF) {
+            pos += 1;
+        }
+        if b.get(pos) != Some(&0xFF) {
+            return false;
+        }
+        let Some(&marker) = b.get(pos + 1) else {
+            return false;
+        };
+        pos += 2;
+        if matches!(marker, 0xD0..=0xD8 | 0x01) {
+            continue;
+        }
+        let Some(len) = be_u16(b, pos) else {
+            return false;
+        };
+        pos += usize::from(len);
+        if marker == 0xDA {
+            return b
+                .get(pos..)
+                .is_some_and(|rest| rest.windows(2).rev().any(|w| w == [0xFF, 0xD9]));
+        }
+    }
+}
+
 /// WebP: RIFF container; the size comes from VP8X (canvas), VP8 (lossy) or VP8L (lossless).
 /// Animated files are walked chunk by chunk to count ANMF frames.
 fn webp_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {

@@ -264,6 +264,13 @@ fn run(
     shrink_on_load: bool,
 ) -> Result<Encoded, ImagingError> {
     let header = read_header(bytes, limits)?;
+    // Decoders differ in how they treat a JPEG cut short (some fill the rest with grey);
+    // we refuse it consistently.
+    if header.format == Format::Jpeg && !super::probe::jpeg_complete(bytes) {
+        return Err(ImagingError::Corrupt(
+            "jpeg: truncated (no end-of-image marker after the scan)".into(),
+        ));
+    }
     let out_format = spec
         .format
         .unwrap_or_else(|| header.format.default_output());
