@@ -224,7 +224,7 @@ check "Dockerfile ARG VERSION ($dockerfile_version) = crate version ($VERSION)" 
     test "$dockerfile_version" = "$VERSION"
 
 build_image() {
-    buildah bud --isolation chroot --layers --pull=never --format oci \
+    buildah bud --isolation chroot --layers --force-rm --pull=never --format oci \
         --volume "$CA_FILE:/etc/ssl/certs/ca-certificates.crt:ro" \
         --build-arg RUST_IMAGE="$RUST_IMAGE" \
         --build-arg RUNTIME_IMAGE="$BASE_IMAGE" \
