@@ -36,7 +36,8 @@ pub struct CommonArgs {
     /// Address to listen on (API, /healthz, /readyz, /metrics).
     #[arg(long, env = "SIS_LISTEN", default_value = "0.0.0.0:3333")]
     pub listen: SocketAddr,
-    /// Memory cache size in bytes (`0` = off; `512KiB`, `100MiB`, `1GiB`).
+    /// Memory cache size in bytes (`0` = off; `512KiB`, `100MiB`, `1GiB`); the
+    /// agent's default is 256MiB.
     #[arg(long, env = "SIS_CACHE_SIZE", default_value = "100MiB", value_parser = parse_size)]
     pub cache_size: u64,
     /// When set, uploads and deletes need `Authorization: Bearer <token>`.
@@ -79,17 +80,98 @@ pub struct ServerArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
-    /// The sis server to forward storage to, e.g. `http://sis:3333`.
+    /// The sis server that stores the images, e.g. `http://sis:3333` (http only).
     #[arg(long, env = "SIS_UPSTREAM")]
     pub upstream: Option<String>,
+    /// Timeout for connecting to the server (each call).
+    #[arg(long, env = "SIS_UPSTREAM_CONNECT_TIMEOUT", default_value = "1s", value_parser = parse_duration)]
+    pub upstream_connect_timeout: Duration,
+    /// Timeout for a whole call to the server (connect, send, answer, body); an
+    /// expired one answers the client 504.
+    #[arg(long, env = "SIS_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub upstream_timeout: Duration,
+    /// Extra attempts for reads from the server after a connection error or a
+    /// 502/503/504 (uploads and deletes are never retried; timeouts neither).
+    #[arg(long, env = "SIS_UPSTREAM_RETRIES", default_value_t = 2)]
+    pub upstream_retries: u32,
+    /// Wait before the first retry, doubled for each next one (at most 2s).
+    #[arg(long, env = "SIS_UPSTREAM_BACKOFF", default_value = "50ms", value_parser = parse_duration)]
+    pub upstream_backoff: Duration,
+    /// Bearer token for the server's API (its --api-token); defaults to --api-token.
+    #[arg(long, env = "SIS_UPSTREAM_TOKEN", hide_env_values = true)]
+    pub upstream_token: Option<String>,
+    /// Longest time a deleted image may still be served from this agent's cache.
+    /// Also: when the server's change feed cannot be reached for this long, the
+    /// cache is flushed (cached data can no longer be vouched for).
+    #[arg(long, env = "SIS_INVALIDATION_WINDOW", default_value = "10s", value_parser = parse_duration)]
+    pub invalidation_window: Duration,
+    /// How often the server's change feed is polled (default: a fifth of the
+    /// window, at least 100ms); must be under half the window.
+    #[arg(long, env = "SIS_POLL_INTERVAL", value_parser = parse_duration)]
+    pub poll_interval: Option<Duration>,
+    /// Failed polls in a row before /readyz answers 503.
+    #[arg(long, env = "SIS_READY_FAILURES", default_value_t = 3)]
+    pub ready_failures: u32,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// The agent's memory cache default (`--cache-size` when not given).
+pub const AGENT_CACHE_SIZE: &str = "256MiB";
+
+impl AgentArgs {
+    /// Checks the flags that clap cannot; returns the poll interval to use.
+    ///
+    /// # Errors
+    /// No or a non-http upstream, a zero window, a poll interval not under half the window.
+    pub fn validate(&self) -> Result<Duration, String> {
+        let up = self
+            .upstream
+            .as_deref()
+            .ok_or("agent mode needs --upstream http://HOST:PORT (or SIS_UPSTREAM)")?;
+        if !up.starts_with("http://") {
+            return Err(format!(
+                "--upstream {up:?}: only http://HOST:PORT is supported"
+            ));
+        }
+        if self.invalidation_window.is_zero() {
+            return Err("--invalidation-window must be more than 0".into());
+        }
+        let interval = self
+            .poll_interval
+            .unwrap_or_else(|| (self.invalidation_window / 5).max(Duration::from_millis(100)));
+        if interval.is_zero() || interval * 2 > self.invalidation_window {
+            return Err(format!(
+                "--poll-interval {interval:?} must be more than 0 and at most half of --invalidation-window {:?}",
+                self.invalidation_window
+            ));
+        }
+        Ok(interval)
+    }
 }
 
 impl Cli {
     /// Parses `std::env::args` after [`normalize_args`].
     pub fn parse_args() -> Self {
-        Self::parse_from(normalize_args(std::env::args().collect()))
+        Self::parse_normalized(normalize_args(std::env::args().collect()))
+    }
+
+    /// Parses already normalized arguments; exits with clap's message on errors.
+    /// The agent's `--cache-size` defaults to [`AGENT_CACHE_SIZE`] instead of the
+    /// server's 100MiB (the flag is shared, so the default is applied here).
+    pub fn parse_normalized(args: Vec<String>) -> Self {
+        use clap::{CommandFactory, FromArgMatches};
+        let matches = Self::command().get_matches_from(args);
+        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+        if let Command::Agent(a) = &mut cli.command {
+            let defaulted = matches.subcommand_matches("agent").is_some_and(|m| {
+                m.value_source("cache_size") == Some(clap::parser::ValueSource::DefaultValue)
+            });
+            if defaulted && let Ok(size) = parse_size(AGENT_CACHE_SIZE) {
+                a.common.cache_size = size;
+            }
+        }
+        cli
     }
 }
 
@@ -282,6 +364,33 @@ mod tests {
         );
         assert_eq!(norm(&["sis", "agent"]), ["sis", "agent"]);
         assert_eq!(norm(&["sis", "--version"]), ["sis", "--version"]);
+        let cli = Cli::parse_normalized(norm(&["sis", "-localStore=false", "-image=http://h:1"]));
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.upstream.as_deref(), Some("http://h:1"));
+        assert_eq!(a.common.cache_size, 256 << 20);
+        assert_eq!(a.validate(), Ok(Duration::from_secs(2)));
+        let cli = Cli::parse_normalized(norm(&["sis", "agent", "--cache-size", "1MiB"]));
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        assert_eq!(a.common.cache_size, 1 << 20);
+        assert!(a.validate().is_err(), "no upstream");
+        let cli = Cli::parse_normalized(norm(&[
+            "sis",
+            "agent",
+            "--upstream",
+            "http://h:1",
+            "--invalidation-window",
+            "2s",
+            "--poll-interval",
+            "1500ms",
+        ]));
+        let Command::Agent(a) = cli.command else {
+            panic!("not agent")
+        };
+        assert!(a.validate().is_err(), "poll interval over half the window");
         let cli = Cli::parse_from(norm(&["sis", "-port", "4444", "-cache", "5"]));
         let Command::Server(s) = cli.command else {
             panic!("not server")

@@ -53,6 +53,15 @@ pub enum Error {
     Unprocessable(String),
     #[error("storage failure: {0}")]
     Storage(Arc<StoreError>),
+    /// Agent mode: the image server cannot be reached; nothing was stored.
+    #[error("image server unavailable; nothing was changed, retry later")]
+    UpstreamUnavailable,
+    /// Agent mode: the image server did not answer in time.
+    #[error("image server did not answer in time")]
+    UpstreamTimeout,
+    /// Agent mode: the image server's answer was unusable (details are logged).
+    #[error("bad answer from the image server: {0}")]
+    BadGateway(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -77,6 +86,9 @@ impl Error {
             Self::Unprocessable(_) => "unprocessable-image",
             Self::Storage(_) => "storage",
             Self::Internal(_) => "internal",
+            Self::UpstreamUnavailable => "upstream-unavailable",
+            Self::UpstreamTimeout => "upstream-timeout",
+            Self::BadGateway(_) => "bad-gateway",
         }
     }
 
@@ -97,11 +109,17 @@ impl Error {
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Storage(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
     }
 
     fn is_internal(&self) -> bool {
-        matches!(self, Self::Storage(_) | Self::Internal(_))
+        matches!(
+            self,
+            Self::Storage(_) | Self::Internal(_) | Self::BadGateway(_)
+        )
     }
 }
 
@@ -109,6 +127,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Conflict => Self::Conflict,
+            StoreError::Upstream(e) => e.into(),
             other => Self::Storage(Arc::new(other)),
         }
     }
@@ -181,6 +200,7 @@ impl IntoResponse for Failure {
                         (StatusCode::NOT_FOUND, "404 page not found\n".into())
                     }
                     Error::NotFound => (status, "404 page not found\n".into()),
+                    Error::BadGateway(_) => (status, "bad answer from the image server".into()),
                     e if e.is_internal() => (status, "internal server error".into()),
                     e => (status, e.to_string()),
                 };
@@ -192,7 +212,9 @@ impl IntoResponse for Failure {
                 r
             }
             Surface::V1 => {
-                let message = if err.is_internal() {
+                let message = if let Error::BadGateway(_) = err {
+                    "bad answer from the image server".to_string()
+                } else if err.is_internal() {
                     "internal server error".to_string()
                 } else {
                     err.to_string()
@@ -202,7 +224,7 @@ impl IntoResponse for Failure {
             }
         };
         match err {
-            Error::Busy => {
+            Error::Busy | Error::UpstreamUnavailable => {
                 resp.headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }

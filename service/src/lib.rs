@@ -1,4 +1,5 @@
-//! `sis`: a simple, content-addressed image server (server mode; agent mode later).
+//! `sis`: a simple, content-addressed image server: `server` mode stores on disk,
+//! `agent` mode caches and resizes in front of a server.
 //!
 //! # Layout
 //! - [`config`]: clap flags and env vars, legacy Go flags rewritten, validated once.
@@ -12,18 +13,24 @@
 //! - [`error`]: the error enum and the only `IntoResponse` for errors.
 //! - [`metrics`]: every Prometheus metric name.
 //! - [`shutdown`]: the SIGTERM/SIGINT future.
+//! - [`upstream`]: the agent's HTTP client for its server (timeouts, retries, metrics).
+//! - [`feed`]: the server's bounded change feed of deletes, polled by agents.
+//! - [`agent`]: the agent's feed loop (cache invalidation, readiness).
 //!
 //! [`serve`] runs a router on a listener until a shutdown future resolves.
 
+pub mod agent;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod feed;
 pub mod http;
 pub mod imaging;
 pub mod metrics;
 pub mod shutdown;
 pub mod state;
 pub mod store;
+pub mod upstream;
 
 use std::future::Future;
 use std::time::Duration;

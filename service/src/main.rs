@@ -4,10 +4,13 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use sis::config::{Cli, Command, CommonArgs, LogFormat, ServerArgs};
+use sis::agent::FeedOptions;
+use sis::config::{AgentArgs, Cli, Command, CommonArgs, LogFormat, ServerArgs};
 use sis::imaging::Limits;
+use sis::metrics::Metrics;
 use sis::state::{AppState, StateOptions};
 use sis::store::{DiskStore, Origin};
+use sis::upstream::{Upstream, UpstreamConfig};
 use tracing_subscriber::EnvFilter;
 
 fn main() -> ExitCode {
@@ -17,11 +20,16 @@ fn main() -> ExitCode {
             init_logging(&args.common);
             run_server(args)
         }
-        Command::Agent(_) => {
-            eprintln!(
-                "sis: agent mode: not yet in this build (run `sis server`, or `-localStore=true`)"
-            );
-            ExitCode::from(2)
+        Command::Agent(args) => {
+            let poll_interval = match args.validate() {
+                Ok(i) => i,
+                Err(e) => {
+                    eprintln!("sis agent: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            init_logging(&args.common);
+            run(agent(args, poll_interval))
         }
     }
 }
@@ -53,6 +61,12 @@ fn init_logging(common: &CommonArgs) {
 }
 
 fn run_server(args: ServerArgs) -> ExitCode {
+    run(server(args))
+}
+
+fn run(
+    mode: impl std::future::Future<Output = Result<(), Box<dyn std::error::Error>>>,
+) -> ExitCode {
     let rt = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -60,21 +74,18 @@ fn run_server(args: ServerArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match rt.block_on(server(args)) {
+    match rt.block_on(mode) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            tracing::error!(error = %e, "sis server failed");
+            tracing::error!(error = %e, "sis failed");
             ExitCode::FAILURE
         }
     }
 }
 
-async fn server(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let c = &args.common;
-    let data_dir = args.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || DiskStore::open(data_dir)).await??;
-    let opts = StateOptions {
-        mode: "server",
+fn state_options(mode: &'static str, c: &CommonArgs) -> StateOptions {
+    StateOptions {
+        mode,
         cache_bytes: c.cache_size,
         limits: Limits {
             max_side: c.max_side,
@@ -84,7 +95,77 @@ async fn server(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         resize_workers: c.resize_workers,
         resize_queue: c.resize_queue,
         api_token: c.api_token.clone(),
+    }
+}
+
+async fn agent(
+    args: AgentArgs,
+    poll_interval: std::time::Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let c = &args.common;
+    let metrics = Metrics::new("agent")?;
+    let upstream = Arc::new(Upstream::new(
+        UpstreamConfig {
+            base: args.upstream.clone().unwrap_or_default(),
+            connect_timeout: args.upstream_connect_timeout,
+            request_timeout: args.upstream_timeout,
+            retries: args.upstream_retries,
+            backoff: args.upstream_backoff,
+            token: args
+                .upstream_token
+                .clone()
+                .or_else(|| c.api_token.clone())
+                .filter(|t| !t.is_empty()),
+        },
+        metrics.clone(),
+    )?);
+    let state = AppState::with_metrics(
+        Origin::Upstream(Arc::clone(&upstream)),
+        state_options("agent", c),
+        metrics,
+    );
+    let listener = tokio::net::TcpListener::bind(c.listen).await?;
+    let addr = listener.local_addr()?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let feed = tokio::spawn(sis::agent::run_feed(
+        state.clone(),
+        Arc::clone(&upstream),
+        FeedOptions {
+            window: args.invalidation_window,
+            poll_interval,
+            ready_failures: args.ready_failures,
+        },
+        stop.clone(),
+    ));
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        upstream = upstream.base(),
+        cache_bytes = c.cache_size,
+        invalidation_window_ms = args.invalidation_window.as_millis() as u64,
+        poll_interval_ms = poll_interval.as_millis() as u64,
+        auth = c.api_token.is_some(),
+        "listening on {addr}"
+    );
+    let shutdown = {
+        let stop = stop.clone();
+        async move {
+            sis::shutdown::signal().await;
+            stop.cancel();
+        }
     };
+    let served = sis::serve(listener, state, shutdown, c.shutdown_timeout).await;
+    stop.cancel();
+    let _ = feed.await;
+    served?;
+    tracing::info!("sis stopped");
+    Ok(())
+}
+
+async fn server(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let c = &args.common;
+    let data_dir = args.data_dir.clone();
+    let store = tokio::task::spawn_blocking(move || DiskStore::open(data_dir)).await??;
+    let opts = state_options("server", c);
     let state = AppState::new(Origin::Local(Arc::new(store)), opts)?;
     state.refresh_storage_gauges().await;
     let listener = tokio::net::TcpListener::bind(c.listen).await?;

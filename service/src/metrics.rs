@@ -142,7 +142,8 @@ impl Metrics {
                 IntGaugeVec::new(
                     Opts::new(
                         "sis_cache_capacity_bytes",
-                        "Cache capacity in bytes (one pool shared by all kinds)",
+                        "Cache capacity in bytes: one pool shared by originals and variants, \
+                         reported once as kind=\"all\" (never per kind, so sums do not double count)",
                     ),
                     &["kind"],
                 )?,
@@ -225,13 +226,12 @@ impl Metrics {
         Ok(m)
     }
 
-    /// Sets the cache capacity gauge (the same shared pool for every kind).
+    /// Sets the cache capacity gauge: one series, `kind="all"`, since originals
+    /// and variants share one byte budget.
     pub fn set_cache_capacity(&self, bytes: usize) {
-        for kind in ["original", "variant"] {
-            self.cache_capacity
-                .with_label_values(&[kind])
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        }
+        self.cache_capacity
+            .with_label_values(&["all"])
+            .set(i64::try_from(bytes).unwrap_or(i64::MAX));
     }
 
     /// Renders the Prometheus text format.

@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::cache::{Cache, CacheKey, Weigh};
 use crate::error::Error;
+use crate::feed::ChangeFeed;
 use crate::imaging::{Format, Limits, ResizePool};
 use crate::metrics::{CacheMetrics, Metrics};
 use crate::store::{FileName, Md5Hex, Origin};
@@ -78,6 +79,8 @@ pub struct AppState {
     pub api_token: Option<Arc<str>>,
     /// Cleared on SIGTERM so /readyz answers 503 at once.
     pub ready: Arc<AtomicBool>,
+    /// Server mode: deletes, polled by agents (`/internal/v1/changes`).
+    pub changes: Arc<ChangeFeed>,
 }
 
 /// What [`AppState::new`] needs besides the origin.
@@ -111,6 +114,12 @@ impl AppState {
     /// Metrics registration failed.
     pub fn new(origin: Origin, opts: StateOptions) -> Result<Self, prometheus::Error> {
         let metrics = Metrics::new(opts.mode)?;
+        Ok(Self::with_metrics(origin, opts, metrics))
+    }
+
+    /// Builds the state around an origin with metrics made beforehand (the agent's
+    /// upstream client records into the same registry).
+    pub fn with_metrics(origin: Origin, opts: StateOptions, metrics: Metrics) -> Self {
         let cache_bytes = usize::try_from(opts.cache_bytes).unwrap_or(usize::MAX);
         metrics.set_cache_capacity(cache_bytes);
         let cache = Arc::new(Cache::new(
@@ -125,7 +134,7 @@ impl AppState {
             opts.resize_workers
         };
         let pool = Arc::new(ResizePool::new(workers, opts.resize_queue));
-        Ok(Self {
+        Self {
             mode: opts.mode,
             origin,
             cache,
@@ -134,7 +143,8 @@ impl AppState {
             metrics,
             api_token: opts.api_token.filter(|t| !t.is_empty()).map(Arc::from),
             ready: Arc::new(AtomicBool::new(true)),
-        })
+            changes: Arc::new(ChangeFeed::new(crate::feed::DEFAULT_CAPACITY)),
+        }
     }
 
     pub fn is_ready(&self) -> bool {

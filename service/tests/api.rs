@@ -713,7 +713,7 @@ async fn v1_raw_upload_and_errors() {
     assert_eq!(j["images"][0]["format"], "gif");
     assert_eq!(
         j["images"][0]["url"],
-        format!("/v1/images/{}/%E5%8E%9F%2Egif", md5_hex(&a))
+        format!("/v1/images/{}/%E5%8E%9F.gif", md5_hex(&a))
     );
     let r = app.get(j["images"][0]["url"].as_str().unwrap()).await;
     assert_eq!(&r.body[..], &a[..]);
@@ -847,7 +847,7 @@ async fn health_page_and_metrics() {
         "sis_http_request_duration_seconds_count{mode=\"server\",route=\"/simple_down\"} 2",
         "sis_cache_hits_total{kind=\"original\"}",
         "sis_cache_misses_total{kind=\"variant\"} 1",
-        "sis_cache_capacity_bytes{kind=\"original\"} 104857600",
+        "sis_cache_capacity_bytes{kind=\"all\"} 104857600",
         "sis_resize_duration_seconds_count 1",
         "sis_resize_queue_depth 0",
         "sis_build_info{mode=\"server\",version=\"0.1.0\"} 1",

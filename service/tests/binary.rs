@@ -330,7 +330,7 @@ async fn reqwest_v1_roundtrip_auth_delete_metrics() {
     for want in [
         "sis_images_stored_total 1",
         "sis_storage_objects 0",
-        "sis_cache_capacity_bytes{kind=\"variant\"} 1048576",
+        "sis_cache_capacity_bytes{kind=\"all\"} 1048576",
         "sis_resize_duration_seconds_count 3",
         "process_resident_memory_bytes",
         "process_open_fds",
@@ -420,22 +420,29 @@ fn shutdown_timeout_bounds_a_stuck_request() {
 }
 
 #[test]
-fn cli_version_legacy_flags_and_agent_not_yet() {
+fn cli_version_legacy_flags_and_agent_flag_errors() {
     let out = Command::new(env!("CARGO_BIN_EXE_sis"))
         .arg("--version")
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "sis 0.1.0");
-    for args in [
-        &["-localStore=false", "-image=http://127.0.0.1:9"][..],
-        &["agent"][..],
+    // Agent mode (tested end to end in tests/tests/agent.rs): bad flags exit 2 with a message.
+    for (args, msg) in [
+        (
+            &["-localStore=false", "-image=ftp://127.0.0.1:9"][..],
+            "only http://",
+        ),
+        (&["agent"][..], "needs --upstream"),
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_sis"))
             .args(args)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("agent mode: not yet in this build"));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(msg),
+            "{args:?}"
+        );
     }
     // Legacy flags start a server: pick a free port, run with -port/-cache/-image.
     let port = std::net::TcpListener::bind("127.0.0.1:0")

@@ -98,7 +98,11 @@ pub(crate) async fn md5_of(bytes: &bytes::Bytes) -> Md5Hex {
     }
 }
 
+/// Counts a put in the storage metrics (server only: an agent stores nothing itself).
 pub(crate) fn record_put(state: &AppState, outcome: crate::store::PutOutcome) {
+    if !state.origin.is_local() {
+        return;
+    }
     if let crate::store::PutOutcome::Created { new_bytes } = outcome {
         state.metrics.images_stored.inc();
         state.metrics.storage_objects.inc();

@@ -4,6 +4,7 @@
 //! (conditional requests, ranges, resizing through the cache) lives in `serve`.
 
 mod health;
+pub mod internal;
 mod legacy;
 mod page;
 pub mod params;
@@ -27,8 +28,12 @@ use crate::state::AppState;
 
 /// The whole application on `state`.
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .merge(legacy::routes())
+    let mut app = Router::new();
+    if state.origin.is_local() {
+        // The server's API for agents; an agent does not expose it.
+        app = app.merge(internal::routes());
+    }
+    app.merge(legacy::routes())
         .merge(v1::routes())
         .merge(page::routes())
         .merge(health::routes())
@@ -83,6 +88,16 @@ async fn cors(req: Request, next: Next) -> Response {
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
+tokio::task_local! {
+    /// The request id of the request being served (set by `observe`).
+    static REQUEST_ID: std::sync::Arc<str>;
+}
+
+/// The id of the request this task is serving, to forward upstream.
+pub fn current_request_id() -> Option<std::sync::Arc<str>> {
+    REQUEST_ID.try_with(std::sync::Arc::clone).ok()
+}
+
 fn new_request_id() -> String {
     let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
     let t = SystemTime::now()
@@ -121,7 +136,12 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
     let _in_flight = InFlight(gauge);
     let start = Instant::now();
     let span = tracing::info_span!("request", request_id = %request_id);
-    let mut resp = next.run(req).instrument(span.clone()).await;
+    let mut resp = REQUEST_ID
+        .scope(
+            std::sync::Arc::from(request_id.as_str()),
+            next.run(req).instrument(span.clone()),
+        )
+        .await;
     let elapsed = start.elapsed();
     let status = resp.status().as_u16();
     let resp_bytes = resp

@@ -7,12 +7,13 @@ use axum::extract::{Path, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use percent_encoding::{NON_ALPHANUMERIC, utf8_percent_encode};
+use percent_encoding::utf8_percent_encode;
 use serde::Serialize;
 
 use crate::error::{Error, Failure};
 use crate::imaging::{self, ImagingError};
-use crate::state::{AppState, ImageKey, MAX_UPLOAD_BYTES};
+use crate::state::{AppState, MAX_UPLOAD_BYTES};
+use crate::store::key::URL_COMPONENT;
 use crate::store::{FileName, Md5Hex};
 
 use super::legacy::{Checked, md5_of};
@@ -45,7 +46,7 @@ struct Uploaded {
 pub fn image_url(md5: &Md5Hex, name: &FileName) -> String {
     format!(
         "/v1/images/{md5}/{}",
-        utf8_percent_encode(name.as_str(), NON_ALPHANUMERIC)
+        utf8_percent_encode(name.as_str(), URL_COMPONENT)
     )
 }
 
@@ -243,20 +244,12 @@ async fn delete(
     authorize(state, headers)?;
     let md5 = parse_md5(md5)?;
     let name = name.map(parse_name).transpose()?;
-    let (removed, freed) = state.origin.delete(&md5, name.as_ref()).await?;
-    // Drop every cached original and variant of this MD5 (names may have shifted).
-    state.cache.remove_where(|k: &ImageKey| k.md5() == &md5);
+    // Also drops every cached original and variant of this MD5 (names may have
+    // shifted) and, on the server, tells agents through the change feed.
+    let (removed, _freed) = super::internal::delete_local(state, &md5, name.as_ref()).await?;
     if removed == 0 {
         return Err(Error::NotFound);
     }
-    state
-        .metrics
-        .storage_objects
-        .sub(i64::try_from(removed).unwrap_or(0));
-    state
-        .metrics
-        .storage_bytes
-        .sub(i64::try_from(freed).unwrap_or(0));
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 

@@ -11,6 +11,14 @@ use percent_encoding::percent_decode_str;
 /// Longest accepted file name, in bytes (the legacy API's limit).
 pub const MAX_NAME_BYTES: usize = 50;
 
+/// Characters escaped when a name goes into a URL path segment or query value:
+/// everything but RFC 3986 unreserved characters (`A-Za-z0-9-._~`).
+pub const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
 /// An MD5 digest as 32 lower-case hex characters.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct Md5Hex(String);

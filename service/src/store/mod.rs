@@ -1,8 +1,8 @@
 //! Storage: validated keys ([`key`]) and the server's disk store ([`disk`]).
 //!
 //! [`Origin`] is the one door the HTTP layer uses to read and write images, so the
-//! same cache, resizing and handlers serve both modes: `Local` is the server's disk;
-//! the agent mode adds an upstream variant here.
+//! same cache, resizing and handlers serve both modes: `Local` is the server's disk,
+//! `Upstream` is the agent's sis server reached over HTTP ([`crate::upstream`]).
 
 pub mod disk;
 pub mod key;
@@ -12,6 +12,7 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
+use crate::upstream::{Upstream, UpstreamError};
 pub use disk::DiskStore;
 pub use key::{FileName, Md5Hex, NameError};
 
@@ -25,6 +26,9 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("blocking task failed: {0}")]
     Join(String),
+    /// Agent mode: the call to the server failed (or the server refused).
+    #[error("upstream: {0}")]
+    Upstream(#[from] UpstreamError),
 }
 
 /// Result of a successful put.
@@ -59,22 +63,25 @@ pub struct Object {
 pub enum Origin {
     /// Server mode: the local disk store.
     Local(Arc<DiskStore>),
+    /// Agent mode: a sis server's internal API.
+    Upstream(Arc<Upstream>),
 }
 
 impl Origin {
-    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    /// True for the server's own disk (storage gauges, change feed, internal API).
+    pub fn is_local(&self) -> bool {
+        matches!(self, Origin::Local(_))
+    }
+
+    async fn blocking<T, F>(store: &Arc<DiskStore>, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&DiskStore) -> Result<T, StoreError> + Send + 'static,
     {
-        match self {
-            Origin::Local(store) => {
-                let store = Arc::clone(store);
-                tokio::task::spawn_blocking(move || f(&store))
-                    .await
-                    .map_err(|e| StoreError::Join(e.to_string()))?
-            }
-        }
+        let store = Arc::clone(store);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
     }
 
     /// Stores one image (see [`DiskStore::put`]).
@@ -87,7 +94,10 @@ impl Origin {
         name: FileName,
         bytes: Bytes,
     ) -> Result<PutOutcome, StoreError> {
-        self.blocking(move |s| s.put(&md5, &name, &bytes)).await
+        match self {
+            Origin::Local(d) => Self::blocking(d, move |s| s.put(&md5, &name, &bytes)).await,
+            Origin::Upstream(u) => Ok(u.put(&md5, &name, bytes).await?),
+        }
     }
 
     /// Names under an MD5, sorted by byte order.
@@ -95,8 +105,12 @@ impl Origin {
     /// # Errors
     /// I/O.
     pub async fn names(&self, md5: &Md5Hex) -> Result<Vec<NameInfo>, StoreError> {
+        let d = match self {
+            Origin::Local(d) => d,
+            Origin::Upstream(u) => return Ok(u.names(md5).await?),
+        };
         let md5 = md5.clone();
-        self.blocking(move |s| s.names(&md5)).await
+        Self::blocking(d, move |s| s.names(&md5)).await
     }
 
     /// The image (md5, name), or the first name under md5 when `name` is `None`.
@@ -108,9 +122,13 @@ impl Origin {
         md5: &Md5Hex,
         name: Option<&FileName>,
     ) -> Result<Option<Object>, StoreError> {
+        let d = match self {
+            Origin::Local(d) => d,
+            Origin::Upstream(u) => return Ok(u.get(md5, name).await?),
+        };
         let md5 = md5.clone();
         let name = name.cloned();
-        self.blocking(move |s| {
+        Self::blocking(d, move |s| {
             let name = match name {
                 Some(n) => n,
                 None => match s.names(&md5)?.into_iter().next() {
@@ -136,18 +154,31 @@ impl Origin {
         md5: &Md5Hex,
         name: Option<&FileName>,
     ) -> Result<(usize, u64), StoreError> {
+        let d = match self {
+            Origin::Local(d) => d,
+            Origin::Upstream(u) => return Ok(u.delete(md5, name).await?),
+        };
         let md5 = md5.clone();
         let name = name.cloned();
-        self.blocking(move |s| s.delete(&md5, name.as_ref())).await
+        Self::blocking(d, move |s| s.delete(&md5, name.as_ref())).await
     }
 
-    /// Readiness: the data directory is writable.
+    /// Readiness: the data directory is writable (server); the last probes of the
+    /// server succeeded (agent).
     pub async fn ready(&self) -> bool {
-        self.blocking(|s| Ok(s.writable())).await.unwrap_or(false)
+        match self {
+            Origin::Local(d) => Self::blocking(d, |s| Ok(s.writable()))
+                .await
+                .unwrap_or(false),
+            Origin::Upstream(u) => u.is_reachable(),
+        }
     }
 
     /// (objects, bytes) for the storage gauges; `None` when not applicable.
     pub async fn usage(&self) -> Option<(u64, u64)> {
-        self.blocking(|s| s.usage()).await.ok()
+        match self {
+            Origin::Local(d) => Self::blocking(d, |s| s.usage()).await.ok(),
+            Origin::Upstream(_) => None,
+        }
     }
 }

@@ -1,0 +1,249 @@
+//! The server's internal API for agents, under `/internal/v1/` (off the public
+//! API's namespace; mounted only in server mode; behind the API token when one is
+//! set, reads included, since the change feed is not for clients):
+//!
+//! - `PUT /internal/v1/objects/{md5}/{name}`: raw bytes; the server verifies the
+//!   MD5 and the image type, stores, and answers `{"created", "new_bytes"}` (201
+//!   new, 200 already there) only once the write is durable. 400 `md5-mismatch`,
+//!   409 `conflict`, 415, 413.
+//! - `GET /internal/v1/objects/{md5}[/{name}]`: the original bytes (first name
+//!   when none is given) with `x-sis-name` (percent-encoded) and `x-sis-modified`
+//!   (Unix ms); 404 when missing.
+//! - `GET /internal/v1/names/{md5}`: `[{"name","size","stored_ms","inode"}]`.
+//! - `DELETE /internal/v1/objects/{md5}[/{name}]`: `{"removed","freed"}` (404 when
+//!   nothing matched); recorded in the change feed.
+//! - `GET /internal/v1/changes[?since=SEQ]`: the change feed ([`crate::feed`]).
+//!
+//! Errors are `/v1` JSON, so the agent can map the `code` back.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use percent_encoding::utf8_percent_encode;
+
+use crate::error::{Error, Failure};
+use crate::imaging;
+use crate::state::{AppState, ImageKey, MAX_UPLOAD_BYTES};
+use crate::store::key::URL_COMPONENT;
+use crate::store::{FileName, Md5Hex, PutOutcome};
+use crate::upstream::{DeleteReply, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, to_millis};
+
+use super::upload::read_raw;
+use super::{authorize, content_length, query_get, query_pairs, reject_oversized};
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/internal/v1/objects/{md5}",
+            get(get_first).delete(delete_all),
+        )
+        .route(
+            "/internal/v1/objects/{md5}/{name}",
+            get(get_named).put(put).delete(delete_named),
+        )
+        .route("/internal/v1/names/{md5}", get(names))
+        .route("/internal/v1/changes", get(changes))
+}
+
+fn md5(s: &str) -> Result<Md5Hex, Error> {
+    Md5Hex::parse(s).ok_or(Error::InvalidMd5)
+}
+
+fn name(s: &str) -> Result<FileName, Error> {
+    FileName::parse(s).map_err(Error::InvalidName)
+}
+
+async fn put(
+    State(state): State<AppState>,
+    Path((m, n)): Path<(String, String)>,
+    req: Request,
+) -> Response {
+    let (head, body) = req.into_parts();
+    let fail = |e: Error| Failure::v1(e).into_response();
+    let result = async {
+        authorize(&state, &head.headers).map_err(fail)?;
+        let md5 = md5(&m).map_err(fail)?;
+        let name = name(&n).map_err(fail)?;
+        if content_length(&head.headers).is_some_and(|len| len > MAX_UPLOAD_BYTES) {
+            return Err(reject_oversized(body, &head.headers, fail(Error::TooLarge)));
+        }
+        let body = if content_length(&head.headers).is_none() {
+            super::bounded_body(body)
+        } else {
+            body
+        };
+        let bytes = read_raw(body).await.map_err(fail)?;
+        if super::legacy::md5_of(&bytes).await != md5 {
+            return Err(fail(Error::Md5Mismatch));
+        }
+        imaging::sniff(&bytes)
+            .ok_or(Error::UnsupportedMedia)
+            .map_err(fail)?;
+        let outcome = state
+            .origin
+            .put(md5, name, bytes)
+            .await
+            .map_err(|e| fail(e.into()))?;
+        super::legacy::record_put(&state, outcome);
+        Ok(match outcome {
+            PutOutcome::Created { new_bytes } => (
+                StatusCode::CREATED,
+                Json(PutReply {
+                    created: true,
+                    new_bytes,
+                }),
+            )
+                .into_response(),
+            PutOutcome::Exists => Json(PutReply {
+                created: false,
+                new_bytes: 0,
+            })
+            .into_response(),
+        })
+    }
+    .await;
+    result.unwrap_or_else(|r| r)
+}
+
+async fn get_object(
+    state: &AppState,
+    headers: &HeaderMap,
+    md5: &str,
+    name: Option<&str>,
+) -> Result<Response, Error> {
+    authorize(state, headers)?;
+    let md5 = self::md5(md5)?;
+    let name = name.map(self::name).transpose()?;
+    let obj = state
+        .origin
+        .get(&md5, name.as_ref())
+        .await?
+        .ok_or(Error::NotFound)?;
+    let mut r = obj.bytes.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        axum::http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) =
+        HeaderValue::from_str(&utf8_percent_encode(obj.name.as_str(), URL_COMPONENT).to_string())
+    {
+        h.insert(NAME_HEADER, v);
+    }
+    h.insert(MODIFIED_HEADER, HeaderValue::from(to_millis(obj.modified)));
+    Ok(r)
+}
+
+async fn get_first(
+    State(state): State<AppState>,
+    Path(md5): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    Ok(get_object(&state, &headers, &md5, None).await?)
+}
+
+async fn get_named(
+    State(state): State<AppState>,
+    Path((md5, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    Ok(get_object(&state, &headers, &md5, Some(&name)).await?)
+}
+
+async fn names(
+    State(state): State<AppState>,
+    Path(md5): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    authorize(&state, &headers)?;
+    let md5 = self::md5(&md5)?;
+    let list: Vec<NameReply> = state
+        .origin
+        .names(&md5)
+        .await
+        .map_err(Error::from)?
+        .into_iter()
+        .map(|n| NameReply {
+            name: n.name.as_str().to_owned(),
+            size: n.size,
+            stored_ms: to_millis(n.stored),
+            inode: n.inode,
+        })
+        .collect();
+    Ok(Json(list).into_response())
+}
+
+/// Deletes on the server's disk for an agent (the public `/v1` DELETE does the
+/// same for clients): drops the server's cached copies and records the change.
+pub(crate) async fn delete_local(
+    state: &AppState,
+    md5: &Md5Hex,
+    name: Option<&FileName>,
+) -> Result<(usize, u64), Error> {
+    let (removed, freed) = state.origin.delete(md5, name).await?;
+    state.cache.remove_where(|k: &ImageKey| k.md5() == md5);
+    if removed > 0 && state.origin.is_local() {
+        state.changes.record(md5);
+        state
+            .metrics
+            .storage_objects
+            .sub(i64::try_from(removed).unwrap_or(0));
+        state
+            .metrics
+            .storage_bytes
+            .sub(i64::try_from(freed).unwrap_or(0));
+    }
+    Ok((removed, freed))
+}
+
+async fn delete(
+    state: &AppState,
+    headers: &HeaderMap,
+    md5: &str,
+    name: Option<&str>,
+) -> Result<Response, Error> {
+    authorize(state, headers)?;
+    let md5 = self::md5(md5)?;
+    let name = name.map(self::name).transpose()?;
+    let (removed, freed) = delete_local(state, &md5, name.as_ref()).await?;
+    if removed == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(Json(DeleteReply { removed, freed }).into_response())
+}
+
+async fn delete_all(
+    State(state): State<AppState>,
+    Path(md5): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    Ok(delete(&state, &headers, &md5, None).await?)
+}
+
+async fn delete_named(
+    State(state): State<AppState>,
+    Path((md5, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, Failure> {
+    Ok(delete(&state, &headers, &md5, Some(&name)).await?)
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Response, Failure> {
+    authorize(&state, &headers)?;
+    let pairs = query_pairs(uri.query());
+    let since = match query_get(&pairs, "since") {
+        None | Some("") => None,
+        Some(s) => Some(
+            s.parse::<u64>()
+                .map_err(|_| Error::InvalidParams("since: want a sequence number".into()))?,
+        ),
+    };
+    Ok(Json(state.changes.since(since)).into_response())
+}
