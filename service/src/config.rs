@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 /// `sis`: a simple, content-addressed image server.
 #[derive(Debug, Parser)]
 #[command(name = "sis", version, about)]
+#[command(mut_subcommand("agent", |s| s.mut_arg("cache_size", |a| a.default_value(AGENT_CACHE_SIZE))))]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
@@ -157,21 +158,10 @@ impl Cli {
     }
 
     /// Parses already normalized arguments; exits with clap's message on errors.
-    /// The agent's `--cache-size` defaults to [`AGENT_CACHE_SIZE`] instead of the
-    /// server's 100MiB (the flag is shared, so the default is applied here).
+    /// (The agent's `--cache-size` default, [`AGENT_CACHE_SIZE`], is set on the
+    /// subcommand by the `mut_subcommand` attribute above.)
     pub fn parse_normalized(args: Vec<String>) -> Self {
-        use clap::{CommandFactory, FromArgMatches};
-        let matches = Self::command().get_matches_from(args);
-        let mut cli = Self::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
-        if let Command::Agent(a) = &mut cli.command {
-            let defaulted = matches.subcommand_matches("agent").is_some_and(|m| {
-                m.value_source("cache_size") == Some(clap::parser::ValueSource::DefaultValue)
-            });
-            if defaulted && let Ok(size) = parse_size(AGENT_CACHE_SIZE) {
-                a.common.cache_size = size;
-            }
-        }
-        cli
+        Self::parse_from(args)
     }
 }
 
