@@ -68,6 +68,24 @@ pub struct CommonArgs {
     /// Resize jobs that may wait before requests get 503.
     #[arg(long, env = "SIS_RESIZE_QUEUE", default_value_t = 64)]
     pub resize_queue: usize,
+    /// Most parts in one multipart upload; more are refused with 413 (CPU and memory spent
+    /// on bodies made of thousands of tiny parts).
+    #[arg(long, env = "SIS_MAX_UPLOAD_PARTS", default_value_t = 1000)]
+    pub max_upload_parts: usize,
+    /// Longest a client may take to send a request's headers; also how long an idle
+    /// keep-alive connection stays open (slowloris protection).
+    #[arg(long, env = "SIS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub header_read_timeout: Duration,
+    /// Longest a request with a body (an upload) may take, body included; slower ones get
+    /// 408 and the connection is closed (trickled bodies). 120s lets 50 MiB through at ~3.5 Mbit/s.
+    #[arg(long, env = "SIS_BODY_READ_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    pub body_read_timeout: Duration,
+    /// Most client connections open at once; more get 503 and are closed.
+    #[arg(long, env = "SIS_MAX_CONNECTIONS", default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Largest request head (request line + headers); larger gets 431.
+    #[arg(long, env = "SIS_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_size)]
+    pub max_header_size: u64,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -37,6 +37,14 @@ pub enum Error {
     UnsupportedMedia,
     #[error("this name already holds different content")]
     Conflict,
+    #[error("not enough space left on the server's disk to store the image")]
+    InsufficientStorage,
+    #[error("the image store is read-only; uploads are refused until it is writable")]
+    ReadOnlyStorage,
+    #[error("more than {0} parts in one upload")]
+    TooManyParts(usize),
+    #[error("request body not received within {0} s")]
+    BodyTimeout(u64),
     #[error("bad request: {0}")]
     BadRequest(String),
     #[error("invalid parameters: {0}")]
@@ -77,6 +85,10 @@ impl Error {
             Self::TooLarge => "payload-too-large",
             Self::UnsupportedMedia => "unsupported-media-type",
             Self::Conflict => "conflict",
+            Self::InsufficientStorage => "insufficient-storage",
+            Self::ReadOnlyStorage => "read-only-storage",
+            Self::TooManyParts(_) => "too-many-parts",
+            Self::BodyTimeout(_) => "request-timeout",
             Self::BadRequest(_) => "bad-request",
             Self::InvalidParams(_) => "invalid-params",
             Self::Unauthorized => "unauthorized",
@@ -103,6 +115,10 @@ impl Error {
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Self::Conflict => StatusCode::CONFLICT,
+            Self::InsufficientStorage => StatusCode::INSUFFICIENT_STORAGE,
+            Self::ReadOnlyStorage => StatusCode::SERVICE_UNAVAILABLE,
+            Self::TooManyParts(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
             Self::BadMethod => StatusCode::METHOD_NOT_ALLOWED,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
@@ -126,11 +142,29 @@ impl Error {
 impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::Io(io) if is_no_space(&io) => {
+                tracing::warn!(error = %io, "data dir full, upload refused");
+                Self::InsufficientStorage
+            }
+            StoreError::Io(io) if is_read_only(&io) => {
+                tracing::warn!(error = %io, "data dir read-only, upload refused");
+                Self::ReadOnlyStorage
+            }
             StoreError::Conflict => Self::Conflict,
             StoreError::Upstream(e) => e.into(),
             other => Self::Storage(Arc::new(other)),
         }
     }
+}
+
+/// `ENOSPC` or `EDQUOT`: the disk (or the quota) is full.
+fn is_no_space(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::StorageFull || matches!(e.raw_os_error(), Some(28 | 122))
+}
+
+/// `EROFS`: the data dir is on a read-only file system.
+fn is_read_only(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ReadOnlyFilesystem || e.raw_os_error() == Some(30)
 }
 
 impl From<ImagingError> for Error {
@@ -237,6 +271,10 @@ impl IntoResponse for Failure {
                 resp.headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
+            Error::ReadOnlyStorage => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("30"));
+            }
             _ => {}
         }
         resp
@@ -266,6 +304,16 @@ mod tests {
                 LEGACY_BAD_NAME,
             ),
             (Error::BadMethod, 400, LEGACY_BAD_METHOD),
+            (
+                Error::InsufficientStorage,
+                507,
+                "not enough space left on the server's disk to store the image",
+            ),
+            (
+                Error::TooManyParts(3),
+                413,
+                "more than 3 parts in one upload",
+            ),
             (
                 Error::InvalidParams("w".into()),
                 404,
@@ -297,6 +345,15 @@ mod tests {
         assert!(!b.contains('x') || b.contains("internal server error"));
         let from_store: Error = StoreError::Conflict.into();
         assert_eq!(from_store.code(), "conflict");
+        let full: Error = StoreError::Io(std::io::Error::from_raw_os_error(28)).into();
+        assert_eq!(full.code(), "insufficient-storage");
+        let ro: Error = StoreError::Io(std::io::Error::from_raw_os_error(30)).into();
+        assert_eq!(ro.code(), "read-only-storage");
+        let (s, b) = body(Failure::v1(full).into_response()).await;
+        assert_eq!(s, StatusCode::INSUFFICIENT_STORAGE);
+        assert!(b.contains("insufficient-storage"), "{b}");
+        let other: Error = StoreError::Io(std::io::Error::from_raw_os_error(5)).into();
+        assert_eq!(other.code(), "storage");
         let from_img: Error = ImagingError::Busy.into();
         assert_eq!(from_img.code(), "busy");
     }

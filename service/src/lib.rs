@@ -33,6 +33,7 @@ pub mod store;
 pub mod upstream;
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::TcpListener;
@@ -40,8 +41,54 @@ use tokio_util::sync::CancellationToken;
 
 use crate::state::AppState;
 
+/// Connection-level limits of [`serve_with`]: what a client may hold and for how long.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// In-flight requests get this long to finish after the shutdown future resolves.
+    pub shutdown_timeout: Duration,
+    /// A client must send a request's head within this long (also bounds idle keep-alive
+    /// connections): slowloris protection.
+    pub header_read_timeout: Duration,
+    /// A request with a body (uploads) must be fully handled within this long, or it is
+    /// answered 408 and the connection closed: trickled bodies cannot hold a task forever.
+    pub body_read_timeout: Duration,
+    /// Most client connections open at once; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Largest request head (request line + headers) in bytes; larger gets 431.
+    pub max_header_size: usize,
+    /// Most parts in one multipart upload; more get 413.
+    pub max_upload_parts: usize,
+}
+
+impl From<&config::CommonArgs> for ServeOptions {
+    fn from(c: &config::CommonArgs) -> Self {
+        Self {
+            shutdown_timeout: c.shutdown_timeout,
+            header_read_timeout: c.header_read_timeout,
+            body_read_timeout: c.body_read_timeout,
+            max_connections: c.max_connections,
+            max_header_size: usize::try_from(c.max_header_size).unwrap_or(usize::MAX),
+            max_upload_parts: c.max_upload_parts,
+        }
+    }
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout: Duration::from_secs(30),
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(120),
+            max_connections: 1024,
+            max_header_size: 64 << 10,
+            max_upload_parts: http::upload::DEFAULT_MAX_UPLOAD_PARTS,
+        }
+    }
+}
+
 /// Serves `state` on `listener` until `shutdown` resolves; then readiness turns
 /// 503, the listener closes, and in-flight requests get `shutdown_timeout` to finish.
+/// Connection limits are the defaults of [`ServeOptions`].
 ///
 /// # Errors
 /// The accept loop failed.
@@ -51,6 +98,29 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
     shutdown_timeout: Duration,
 ) -> std::io::Result<()> {
+    let opts = ServeOptions {
+        shutdown_timeout,
+        ..ServeOptions::default()
+    };
+    serve_with(listener, state, shutdown, opts).await
+}
+
+/// [`serve`] with explicit connection limits: at most `max_connections` connections
+/// (the rest get a 503 and are closed), heads bounded in time and size (431 when too
+/// large), bodies bounded in time (408), multipart uploads bounded in parts (413).
+///
+/// # Errors
+/// The accept loop failed.
+pub async fn serve_with(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    opts: ServeOptions,
+) -> std::io::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    use tokio::io::AsyncWriteExt;
+    use tower::ServiceExt;
+
     let token = CancellationToken::new();
     {
         let token = token.clone();
@@ -61,19 +131,93 @@ pub async fn serve(
             token.cancel();
         });
     }
-    let app = http::router(state);
-    let server = axum::serve(listener, app).with_graceful_shutdown(token.clone().cancelled_owned());
-    tokio::select! {
-        r = std::future::IntoFuture::into_future(server) => {
-            tracing::info!("all connections closed");
-            r
-        }
-        () = async {
-            token.cancelled().await;
-            tokio::time::sleep(shutdown_timeout).await;
-        } => {
-            tracing::warn!(?shutdown_timeout, "shutdown timeout reached, dropping open connections");
-            Ok(())
-        }
+    let app = http::router(state)
+        .layer(axum::middleware::from_fn_with_state(
+            opts.body_read_timeout,
+            http::body_deadline,
+        ))
+        .layer(axum::Extension(http::upload::UploadLimits {
+            max_parts: opts.max_upload_parts.max(1),
+        }));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(opts.header_read_timeout)
+        .max_header_size(opts.max_header_size)
+        // An incomplete head that fills the read buffer is refused too (431); hyper
+        // refuses buffers under 8 KiB, and a small buffer would slow uploads down.
+        .max_buf_size(opts.max_header_size.max(64 << 10))
+        .keep_alive(true);
+    let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
+    let tracker = tokio_util::task::TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            () = token.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _peer)) => stream,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            tracing::warn!(
+                max_connections = opts.max_connections,
+                "connection limit reached, answering 503"
+            );
+            tracker.spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = stream.write_all(CONNECTION_LIMIT_RESPONSE).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                app.clone().oneshot(req.map(axum::body::Body::new))
+            });
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let token = token.clone();
+        tracker.spawn(async move {
+            let _slot = slot;
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                r = conn.as_mut() => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                () = token.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
     }
+    drop(listener);
+    tracker.close();
+    if tokio::time::timeout(opts.shutdown_timeout, tracker.wait())
+        .await
+        .is_ok()
+    {
+        tracing::info!("all connections closed");
+    } else {
+        tracing::warn!(
+            shutdown_timeout = ?opts.shutdown_timeout,
+            "shutdown timeout reached, dropping open connections"
+        );
+    }
+    Ok(())
 }
+
+/// What a connection over `max_connections` gets before it is closed.
+const CONNECTION_LIMIT_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 25\r\nConnection: close\r\n\r\ntoo many open connections";

@@ -177,7 +177,7 @@ async fn server(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         auth = c.api_token.is_some(),
         "listening on {addr}"
     );
-    sis::serve(listener, state, sis::shutdown::signal(), c.shutdown_timeout).await?;
+    sis::serve_with(listener, state, sis::shutdown::signal(), c.into()).await?;
     tracing::info!("sis stopped");
     Ok(())
 }

@@ -62,7 +62,12 @@ pub(crate) async fn read_upload(
     } else {
         body
     };
-    read_multipart(&parts.headers, body)
+    let limits = parts
+        .extensions
+        .get::<super::upload::UploadLimits>()
+        .copied()
+        .unwrap_or_default();
+    read_multipart(&parts.headers, body, limits.max_parts)
         .await
         .map_err(|e| close_if_too_large(&e, surface(e.clone()).into_response()))
 }
@@ -138,7 +143,7 @@ async fn up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response, Error>
         });
     }
     for item in &items {
-        crate::imaging::sniff(&item.part.bytes).ok_or(Error::UnsupportedMedia)?;
+        super::upload::validate_image(state, &item.part.bytes).await?;
     }
     if items.is_empty() {
         return Err(Error::BadRequest("no file in the upload".into()));
@@ -180,7 +185,7 @@ async fn derect_up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response,
         if md5_of(&part.bytes).await != claimed {
             return Err(Error::Md5Mismatch);
         }
-        crate::imaging::sniff(&part.bytes).ok_or(Error::UnsupportedMedia)?;
+        super::upload::validate_image(state, &part.bytes).await?;
         items.push(Checked {
             md5: claimed,
             name,

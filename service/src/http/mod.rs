@@ -53,6 +53,39 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     }
 }
 
+/// Bounds the handling of a request that carries a body (an upload) by `limit`, body
+/// reading included: a client trickling its body gets 408 and the connection is closed,
+/// instead of holding a task and its buffered bytes for as long as it likes.
+pub(crate) async fn body_deadline(
+    State(limit): State<std::time::Duration>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let has_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+        || content_length(req.headers()).is_some_and(|n| n > 0)
+        || req.headers().contains_key(header::TRANSFER_ENCODING);
+    if !has_body {
+        return next.run(req).await;
+    }
+    let v1 = req.uri().path().starts_with("/v1/");
+    match tokio::time::timeout(limit, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            tracing::warn!(?limit, "request body not received in time, closing");
+            let error = Error::BodyTimeout(limit.as_secs());
+            let failure = if v1 {
+                crate::error::Failure::v1(error)
+            } else {
+                crate::error::Failure::legacy(error)
+            };
+            let mut resp = failure.into_response();
+            resp.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            resp
+        }
+    }
+}
+
 /// CORS as in sis 1.x: `Access-Control-Allow-Origin: *` on every response, and any
 /// `OPTIONS` preflight answered 204 with the allowed method.
 async fn cors(req: Request, next: Next) -> Response {

@@ -11,7 +11,27 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::error::Error;
-use crate::state::MAX_UPLOAD_BYTES;
+use crate::imaging::{self, Fit, Format, Probe, ResizeSpec};
+use crate::state::{AppState, MAX_UPLOAD_BYTES};
+
+/// Default of [`UploadLimits::max_parts`].
+pub const DEFAULT_MAX_UPLOAD_PARTS: usize = 1000;
+
+/// Per-request upload limits, set as a request extension by [`crate::serve_with`]
+/// (`--max-upload-parts`); the defaults apply when it is missing (e.g. in router tests).
+#[derive(Debug, Clone, Copy)]
+pub struct UploadLimits {
+    /// Most parts in one multipart body.
+    pub max_parts: usize,
+}
+
+impl Default for UploadLimits {
+    fn default() -> Self {
+        Self {
+            max_parts: DEFAULT_MAX_UPLOAD_PARTS,
+        }
+    }
+}
 
 /// One part of a multipart body.
 #[derive(Debug, Clone)]
@@ -136,11 +156,17 @@ pub fn is_multipart(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.to_ascii_lowercase().starts_with("multipart/form-data"))
 }
 
-/// Reads every part of a multipart body, bounded by [`MAX_UPLOAD_BYTES`] in total.
+/// Reads every part of a multipart body, bounded by [`MAX_UPLOAD_BYTES`] in total and by
+/// `max_parts` parts.
 ///
 /// # Errors
-/// [`Error::TooLarge`] past the bound; [`Error::BadRequest`] for a malformed body.
-pub async fn read_multipart(headers: &HeaderMap, body: Body) -> Result<Vec<Part>, Error> {
+/// [`Error::TooLarge`] past the byte bound, [`Error::TooManyParts`] past the part bound;
+/// [`Error::BadRequest`] for a malformed body.
+pub async fn read_multipart(
+    headers: &HeaderMap,
+    body: Body,
+    max_parts: usize,
+) -> Result<Vec<Part>, Error> {
     let ct = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -158,6 +184,9 @@ pub async fn read_multipart(headers: &HeaderMap, body: Body) -> Result<Vec<Part>
             Ok(None) => break,
             Err(e) => return Err(multipart_error(e)),
         };
+        if parts.len() >= max_parts {
+            return Err(Error::TooManyParts(max_parts));
+        }
         let disp = field
             .headers()
             .get(header::CONTENT_DISPOSITION)
@@ -181,6 +210,34 @@ fn multipart_error(e: multer::Error) -> Error {
         other if other.to_string().contains(super::BODY_TOO_LARGE) => Error::TooLarge,
         other => Error::BadRequest(format!("malformed multipart body: {other}")),
     }
+}
+
+/// Checks that `bytes` are a whole image sis can serve, before anything is stored: a known
+/// format ([`Error::UnsupportedMedia`] otherwise), a declared size within
+/// `max_input_pixels` and sane animation headers (decompression bombs are refused from the
+/// headers alone, before any pixel buffer exists), and data that really decodes (truncated
+/// or corrupt files behind a valid header). The decode is a thumbnail-sized resize on the
+/// bounded resize pool, so it costs one decode and never queues without bound
+/// ([`Error::Busy`] when the pool is full).
+///
+/// # Errors
+/// [`Error::UnsupportedMedia`], [`Error::Unprocessable`] (bomb, truncated, corrupt),
+/// [`Error::Busy`].
+pub async fn validate_image(state: &AppState, bytes: &Bytes) -> Result<(Format, Probe), Error> {
+    let format = imaging::sniff(bytes).ok_or(Error::UnsupportedMedia)?;
+    let probe = imaging::probe(bytes, &state.limits)?;
+    let spec = ResizeSpec {
+        width: Some(probe.width.min(8)),
+        height: Some(probe.height.min(8)),
+        fit: Fit::Fill,
+        format: None,
+        quality: None,
+    };
+    state
+        .pool
+        .run(bytes.clone(), spec, state.limits.clone())
+        .await?;
+    Ok((format, probe))
 }
 
 /// Reads a raw body, bounded by [`MAX_UPLOAD_BYTES`].
@@ -212,6 +269,29 @@ mod tests {
 
     fn d(s: &str) -> Disposition {
         parse_disposition(s.as_bytes())
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn parts_are_bounded() {
+        let mut body = String::new();
+        for i in 0..5 {
+            body.push_str(&format!(
+                "--X\r\nContent-Disposition: form-data; name=\"f{i}\"\r\n\r\nv\r\n"
+            ));
+        }
+        body.push_str("--X--\r\n");
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "multipart/form-data; boundary=X".parse().unwrap(),
+        );
+        let parts = read_multipart(&h, Body::from(body.clone()), 5)
+            .await
+            .unwrap();
+        assert_eq!(parts.len(), 5);
+        let r = read_multipart(&h, Body::from(body), 4).await;
+        assert!(matches!(r, Err(Error::TooManyParts(4))), "{r:?}");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use percent_encoding::utf8_percent_encode;
 use serde::Serialize;
 
 use crate::error::{Error, Failure};
-use crate::imaging::{self, ImagingError};
+use crate::imaging;
 use crate::state::{AppState, MAX_UPLOAD_BYTES};
 use crate::store::key::URL_COMPONENT;
 use crate::store::{FileName, Md5Hex};
@@ -110,16 +110,10 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
     }
     let mut probes = Vec::new();
     for item in &items {
-        let format = imaging::sniff(&item.part.bytes)
-            .ok_or(Error::UnsupportedMedia)
+        let (format, probe) = super::upload::validate_image(state, &item.part.bytes)
+            .await
             .map_err(fail)?;
-        let dims = match imaging::probe(&item.part.bytes, &state.limits) {
-            Ok(p) => Some((p.width, p.height)),
-            // Stored anyway; only resizing is refused for such images.
-            Err(ImagingError::TooLarge(_)) => None,
-            Err(_) => return Err(fail(Error::UnsupportedMedia)),
-        };
-        probes.push((format, dims));
+        probes.push((format, Some((probe.width, probe.height))));
     }
     super::legacy::store_all(state, &items)
         .await
