@@ -51,6 +51,7 @@ trap 'exit 130' INT TERM
 command -v kubectl >/dev/null || { echo "kubectl is required (preinstalled on this machine kind)"; exit 1; }
 
 cd "$ROOT"
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
 echo "building sis and sis-operator (debug) and the real-cluster tests"
 cargo build --locked -q -p sis -p sis-operator
 cargo test --locked -q -p sis-operator --test k8s --no-run 2>&1 | grep -v '^\s*Executable' || true
@@ -62,13 +63,13 @@ STATE="$(mktemp -d)"
 echo "control plane $SIS_K8S_SERVER_VERSION at $SIS_K8S_SERVER"
 
 # The CRD as `sis-operator crd` prints it is accepted by the 1.20 apiserver as is.
-if target/debug/sis-operator crd | kubectl apply --dry-run=server -f - >/dev/null; then
+if "$TARGET"/debug/sis-operator crd | kubectl apply --dry-run=server -f - >/dev/null; then
     pass "sis-operator crd: accepted by kube-apiserver $SIS_K8S_SERVER_VERSION (server dry run)"
 else
     fail "sis-operator crd: rejected by kube-apiserver $SIS_K8S_SERVER_VERSION"
 fi
 # `sis-operator` without a kubeconfig fails fast with a clear message rather than hanging.
-if ! KUBECONFIG=/nonexistent timeout 20 target/debug/sis-operator --metrics-addr 127.0.0.1:0 >/dev/null 2>&1; then
+if ! KUBECONFIG=/nonexistent timeout 20 "$TARGET"/debug/sis-operator --metrics-addr 127.0.0.1:0 >/dev/null 2>&1; then
     pass "sis-operator exits non-zero without a usable kubeconfig"
 else
     fail "sis-operator exited 0 without a kubeconfig"
@@ -76,7 +77,7 @@ fi
 
 OUT="$(mktemp)"
 set +e
-SIS_TEST_KUBECONFIG="$STATE/kubeconfig" SIS_BIN="$ROOT/target/debug/sis" \
+SIS_TEST_KUBECONFIG="$STATE/kubeconfig" SIS_BIN="$TARGET/debug/sis" \
     cargo test --locked -p sis-operator --test k8s -- --ignored --show-output --test-threads=3 >"$OUT" 2>&1
 rc=$?
 set -e
