@@ -116,11 +116,11 @@ impl ByteSize {
         let b = self.0;
         if b == 0 {
             "0".to_owned()
-        } else if b % GIB == 0 {
+        } else if b.is_multiple_of(GIB) {
             format!("{}GiB", b / GIB)
-        } else if b % MIB == 0 {
+        } else if b.is_multiple_of(MIB) {
             format!("{}MiB", b / MIB)
-        } else if b % KIB == 0 {
+        } else if b.is_multiple_of(KIB) {
             format!("{}KiB", b / KIB)
         } else {
             b.to_string()

@@ -153,7 +153,7 @@ async fn agent(
             stop.cancel();
         }
     };
-    let served = sis::serve(listener, state, shutdown, c.shutdown_timeout).await;
+    let served = sis::serve_with(listener, state, shutdown, c.into()).await;
     stop.cancel();
     let _ = feed.await;
     served?;

@@ -137,7 +137,6 @@ async fn legacy_upload_quiet(base: &str, name: &str, bytes: Vec<u8>) -> Option<u
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "finding: a full disk answers 500 \"internal server error\" instead of 507"]
 async fn disk_full_answers_507_reads_keep_working_and_space_comes_back() {
     let fs = Tmpfs::mount("4m");
     let data = fs.path().join("data");
