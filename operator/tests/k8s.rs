@@ -1491,19 +1491,8 @@ async fn k8s_7_contract_pod_templates_start_the_real_binaries() {
         &dir,
     )
     .await;
-    match wait_probes(&mut agent, &agent_addr) {
-        Ok(()) => {}
-        Err(message) if message.contains("not yet") => {
-            // Not faked: the agent mode does not exist in this build of `sis`.
-            println!("CONTRACT-AGENT-SKIPPED: {}", message.trim());
-            eprintln!(
-                "contract: server verified; agent SKIPPED: {}",
-                message.trim()
-            );
-            let _ = std::fs::remove_dir_all(&dir);
-            return;
-        }
-        Err(message) => panic!("{message}"),
+    if let Err(message) = wait_probes(&mut agent, &agent_addr) {
+        panic!("{message}");
     }
     let (status, body) = upload(&agent_addr, Some(token), "via-agent.png");
     assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));

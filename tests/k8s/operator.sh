@@ -9,8 +9,7 @@
 #   8 an apply the apiserver refuses: Degraded/ApplyFailed, event, error metric, backoff retry
 # Each test owns a namespace and its own operator process(es). Also checks `sis-operator crd`
 # against the apiserver with a server-side dry run.
-# Ends with `N passed, N failed[, N skipped]` (skipped: the agent half of the contract test
-# while `sis agent` says "not yet"). Exit status non-zero on any failure.
+# Ends with `N passed, N failed`; exit status non-zero on any failure.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,7 +19,6 @@ STATE=""
 OUT=""
 PASSED=0
 FAILED=0
-SKIPPED=0
 SUMMARY_PRINTED=0
 
 pass() { PASSED=$((PASSED + 1)); echo "ok   - $1"; }
@@ -87,10 +85,6 @@ while read -r name result; do
         *) fail "$name" ;;
     esac
 done < <(sed -nE 's/^test (k8s_[a-z0-9_]+) \.\.\. (ok|FAILED)$/\1 \2/p' "$OUT")
-if grep -q 'CONTRACT-AGENT-SKIPPED' "$OUT"; then
-    SKIPPED=$((SKIPPED + 1))
-    echo "skip - contract, agent half: $(grep -m1 -o 'CONTRACT-AGENT-SKIPPED: .*' "$OUT" | cut -c25-)"
-fi
 ran=$(grep -cE '^test k8s_[a-z0-9_]+ \.\.\. (ok|FAILED)$' "$OUT" || true)
 if [ "$rc" -ne 0 ] || [ "$ran" -lt 8 ]; then
     [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ] && fail "cargo test exited $rc"
@@ -100,9 +94,5 @@ if [ "$rc" -ne 0 ] || [ "$ran" -lt 8 ]; then
 fi
 
 SUMMARY_PRINTED=1
-if [ "$SKIPPED" -gt 0 ]; then
-    echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
-else
-    echo "$PASSED passed, $FAILED failed"
-fi
+echo "$PASSED passed, $FAILED failed"
 [ "$FAILED" -eq 0 ]
