@@ -1,11 +1,9 @@
 //! The agents' Deployment: `<cluster>-agent`, `sis agent` pods forwarding to the server.
 
 use k8s_openapi::api::apps::v1::{Deployment, DeploymentSpec};
-use k8s_openapi::api::core::v1::{PodSpec, PodTemplateSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 
-use super::labels::{self, Component};
-use super::{SIS_PORT, object_meta, pod_annotations, pod_security_context, sis_container};
+use super::labels::Component;
+use super::{SIS_PORT, component_selector, object_meta, sis_container, sis_pod_template};
 use crate::validate::ValidatedCluster;
 
 /// Command-line arguments of the agent container (after `sis`).
@@ -30,31 +28,12 @@ pub fn build_agent_deployment(cluster: &ValidatedCluster) -> Deployment {
         cluster.agent.resources.as_ref(),
         Vec::new(),
     );
-    let mut template = PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(labels::labels(cluster, component)),
-            annotations: Some(pod_annotations()),
-            ..ObjectMeta::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![container],
-            volumes: Some(vec![super::tmp_volume()]),
-            security_context: Some(pod_security_context()),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            termination_grace_period_seconds: Some(40),
-            ..PodSpec::default()
-        }),
-    };
-    super::stamp_config_hash(&mut template);
+    let template = sis_pod_template(cluster, component, container);
     Deployment {
         metadata: object_meta(cluster, component),
         spec: Some(DeploymentSpec {
             replicas: Some(cluster.agent.replicas),
-            selector: LabelSelector {
-                match_labels: Some(labels::selector_labels(cluster, component)),
-                match_expressions: None,
-            },
+            selector: component_selector(cluster, component),
             template,
             ..DeploymentSpec::default()
         }),

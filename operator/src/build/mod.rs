@@ -1,8 +1,9 @@
 //! Step 2 of a reconcile: [`ValidatedCluster`] → the child objects (pure, no client).
 //!
 //! One module per kind: [`statefulset`] (the server), [`deployment`] (the agents), [`service`]
-//! (both Services), [`labels`]. This module holds what the pods share: the container command
-//! line, probes, security context, prometheus annotations and the config hash.
+//! (both Services), [`labels`]. This module holds what the pods share: the pod template
+//! (`sis_pod_template`), the `sis` container, probes, security context, prometheus annotations,
+//! the label selector and the config hash.
 //!
 //! Every object is complete and self-contained, ready for server-side apply: it has
 //! `apiVersion`/`kind`, namespace, labels and a controller owner reference, and it only uses fields
@@ -20,10 +21,10 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodTemplateSpec, Probe, ResourceRequirements,
+    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
     SeccompProfile, SecretKeySelector, SecurityContext, Service, Volume, VolumeMount,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
@@ -177,7 +178,7 @@ fn resource_requirements(resources: &Resources) -> ResourceRequirements {
 }
 
 /// Pod-level security: non-root user and group, the volume group-owned by `fsGroup`.
-pub(crate) fn pod_security_context() -> PodSecurityContext {
+fn pod_security_context() -> PodSecurityContext {
     PodSecurityContext {
         run_as_non_root: Some(true),
         run_as_user: Some(RUN_AS_USER),
@@ -192,7 +193,7 @@ pub(crate) fn pod_security_context() -> PodSecurityContext {
 }
 
 /// The writable scratch directory (the root file system is read-only).
-pub(crate) fn tmp_volume() -> Volume {
+fn tmp_volume() -> Volume {
     Volume {
         name: "tmp".to_owned(),
         empty_dir: Some(EmptyDirVolumeSource::default()),
@@ -200,8 +201,46 @@ pub(crate) fn tmp_volume() -> Volume {
     }
 }
 
+/// The pod template both components share around their one `sis` container: standard labels,
+/// prometheus annotations, the `tmp` volume, pod security and the [`CONFIG_HASH_ANNOTATION`].
+pub(crate) fn sis_pod_template(
+    cluster: &ValidatedCluster,
+    component: Component,
+    container: Container,
+) -> PodTemplateSpec {
+    let mut template = PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels::labels(cluster, component)),
+            annotations: Some(pod_annotations()),
+            ..ObjectMeta::default()
+        }),
+        spec: Some(PodSpec {
+            containers: vec![container],
+            volumes: Some(vec![tmp_volume()]),
+            security_context: Some(pod_security_context()),
+            automount_service_account_token: Some(false),
+            enable_service_links: Some(false),
+            termination_grace_period_seconds: Some(40),
+            ..PodSpec::default()
+        }),
+    };
+    stamp_config_hash(&mut template);
+    template
+}
+
+/// The label selector of a component's workload (the stable subset of its labels).
+pub(crate) fn component_selector(
+    cluster: &ValidatedCluster,
+    component: Component,
+) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels::selector_labels(cluster, component)),
+        match_expressions: None,
+    }
+}
+
 /// Pod-template annotations: prometheus scraping hints.
-pub(crate) fn pod_annotations() -> BTreeMap<String, String> {
+fn pod_annotations() -> BTreeMap<String, String> {
     BTreeMap::from([
         ("prometheus.io/scrape".to_owned(), "true".to_owned()),
         ("prometheus.io/port".to_owned(), SIS_PORT.to_string()),
@@ -226,8 +265,19 @@ pub fn config_hash(template: &PodTemplateSpec) -> String {
     hex::encode(&digest[..8])
 }
 
+/// The [`CONFIG_HASH_ANNOTATION`] on a pod template, if it was stamped.
+pub fn stamped_config_hash(template: &PodTemplateSpec) -> Option<&str> {
+    template
+        .metadata
+        .as_ref()?
+        .annotations
+        .as_ref()?
+        .get(CONFIG_HASH_ANNOTATION)
+        .map(String::as_str)
+}
+
 /// Put [`config_hash`] on a pod template.
-pub(crate) fn stamp_config_hash(template: &mut PodTemplateSpec) {
+fn stamp_config_hash(template: &mut PodTemplateSpec) {
     let hash = config_hash(template);
     template
         .metadata
@@ -251,15 +301,12 @@ mod tests {
         &c.agent_deployment.spec.as_ref().unwrap().template
     }
 
+    fn sis_container_of(template: &PodTemplateSpec) -> &Container {
+        &template.spec.as_ref().unwrap().containers[0]
+    }
+
     fn hash_of(template: &PodTemplateSpec) -> String {
-        template
-            .metadata
-            .as_ref()
-            .unwrap()
-            .annotations
-            .as_ref()
-            .unwrap()[CONFIG_HASH_ANNOTATION]
-            .clone()
+        stamped_config_hash(template).unwrap().to_owned()
     }
 
     #[test]
@@ -303,28 +350,14 @@ mod tests {
             "#,
         );
         let c = children(&cluster);
-        let container = &c
-            .agent_deployment
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0];
+        let container = sis_container_of(agent_template(&c));
         assert_eq!(container.env, None);
         assert_eq!(container.image_pull_policy, None);
         assert_eq!(
             serde_json::to_value(&container.resources).unwrap(),
             serde_json::json!({"limits": {"memory": "512Mi"}, "requests": {"cpu": "100m"}})
         );
-        let server = &c
-            .server_statefulset
-            .spec
-            .unwrap()
-            .template
-            .spec
-            .unwrap()
-            .containers[0];
+        let server = sis_container_of(&c.server_statefulset.spec.as_ref().unwrap().template);
         assert_eq!(server.resources, None);
     }
 

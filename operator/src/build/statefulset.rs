@@ -10,16 +10,15 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{StatefulSet, StatefulSetSpec};
 use k8s_openapi::api::core::v1::{
-    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, VolumeMount,
-    VolumeResourceRequirements,
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, VolumeMount, VolumeResourceRequirements,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
 use super::labels::{self, Component};
 use super::{
-    DATA_DIR, DATA_VOLUME, SIS_PORT, object_meta, pod_annotations, pod_security_context,
-    sis_container,
+    DATA_DIR, DATA_VOLUME, SIS_PORT, component_selector, object_meta, sis_container,
+    sis_pod_template,
 };
 use crate::validate::ValidatedCluster;
 
@@ -49,32 +48,13 @@ pub fn build_server_statefulset(cluster: &ValidatedCluster) -> StatefulSet {
             ..VolumeMount::default()
         }],
     );
-    let mut template = PodTemplateSpec {
-        metadata: Some(ObjectMeta {
-            labels: Some(labels::labels(cluster, component)),
-            annotations: Some(pod_annotations()),
-            ..ObjectMeta::default()
-        }),
-        spec: Some(PodSpec {
-            containers: vec![container],
-            volumes: Some(vec![super::tmp_volume()]),
-            security_context: Some(pod_security_context()),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            termination_grace_period_seconds: Some(40),
-            ..PodSpec::default()
-        }),
-    };
-    super::stamp_config_hash(&mut template);
+    let template = sis_pod_template(cluster, component, container);
     StatefulSet {
         metadata: object_meta(cluster, component),
         spec: Some(StatefulSetSpec {
             replicas: Some(1),
             service_name: Some(component.resource_name(&cluster.name)),
-            selector: LabelSelector {
-                match_labels: Some(labels::selector_labels(cluster, component)),
-                match_expressions: None,
-            },
+            selector: component_selector(cluster, component),
             template,
             volume_claim_templates: Some(vec![claim_template(cluster)]),
             ..StatefulSetSpec::default()
