@@ -48,6 +48,8 @@ stage operator bash tests/k8s/operator.sh
 stage helm bash tests/helm/run.sh
 stage fuzz bash tests/fuzz/run.sh
 stage image bash tests/image/run.sh
+# Benchmarks assert no timings; the smoke run only keeps the harness working.
+stage bench-smoke env BENCH_SMOKE=1 BENCH_PROFILE=0 bash bench/run.sh
 
 echo
 if ((failed > 0)); then
