@@ -4,9 +4,11 @@
 //! # Layout
 //! - [`config`]: clap flags and env vars, legacy Go flags rewritten, validated once.
 //! - [`store`]: validated keys ([`store::key`]), the disk store ([`store::disk`]) and
-//!   [`store::Origin`], the one door to image storage (disk now, upstream for the agent).
+//!   [`store::Origin`], the one door to image storage: local disk (server) or the
+//!   server over HTTP (agent).
 //! - [`cache`]: generic byte-bounded S3-FIFO cache with single-flight loads.
-//! - [`imaging`]: sniff, probe, resize, the bounded resize pool (owned separately).
+//! - [`imaging`]: sniff, header probe (bomb checks), resize with JPEG shrink-on-load, and
+//!   the bounded resize pool.
 //! - [`state`]: [`state::AppState`] shared by handlers.
 //! - [`http`]: [`http::router`], layers (CORS, request id, log line, metrics) and the
 //!   handlers per API surface (`legacy`, `v1`, `page`, `health`).
