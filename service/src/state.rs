@@ -74,7 +74,9 @@ pub struct AppState {
     pub cache: Arc<ImageCache>,
     pub pool: Arc<ResizePool>,
     pub limits: Limits,
-    pub metrics: Metrics,
+    /// Behind an `Arc`: the state is cloned per request (extractors), and `Metrics`
+    /// itself is a few dozen reference-counted collectors.
+    pub metrics: Arc<Metrics>,
     /// `Some` when uploads and deletes need `Authorization: Bearer <token>`.
     pub api_token: Option<Arc<str>>,
     /// Cleared on SIGTERM so /readyz answers 503 at once.
@@ -140,7 +142,7 @@ impl AppState {
             cache,
             pool,
             limits: opts.limits,
-            metrics,
+            metrics: Arc::new(metrics),
             api_token: opts.api_token.filter(|t| !t.is_empty()).map(Arc::from),
             ready: Arc::new(AtomicBool::new(true)),
             changes: Arc::new(ChangeFeed::new(crate::feed::DEFAULT_CAPACITY)),

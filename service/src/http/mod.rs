@@ -149,11 +149,9 @@ impl Drop for InFlight {
 
 /// One log line and the `sis_http_*` metrics per request, labelled by route template.
 async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|m| m.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+    // `MatchedPath` is an `Arc<str>` inside: cloning it does not copy the template.
+    let matched = req.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
     let method = req.method().clone();
     let request_id = req
         .headers()
@@ -184,20 +182,20 @@ async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Res
         .or_else(|| content_length(resp.headers()));
     let health = route == "/healthz" || route == "/readyz";
     m.http_requests
-        .with_label_values(&[state.mode, &route, method.as_str(), &status.to_string()])
+        .with_label_values(&[state.mode, route, method.as_str(), resp.status().as_str()])
         .inc();
     if !health {
         m.http_duration
-            .with_label_values(&[state.mode, &route])
+            .with_label_values(&[state.mode, route])
             .observe(elapsed.as_secs_f64());
         if let Some(b) = req_bytes {
             m.http_request_bytes
-                .with_label_values(&[state.mode, &route])
+                .with_label_values(&[state.mode, route])
                 .observe(b as f64);
         }
         if let Some(b) = resp_bytes {
             m.http_response_bytes
-                .with_label_values(&[state.mode, &route])
+                .with_label_values(&[state.mode, route])
                 .observe(b as f64);
         }
     }

@@ -244,7 +244,9 @@ pub async fn variant_response(
             }
             let enc = res?;
             Ok(CachedImage {
-                bytes: enc.bytes,
+                // The encoder's buffer grew by doubling; the cache weighs `len()`, so keep
+                // an exact-size copy (a few KB once per variant) rather than the slack.
+                bytes: Bytes::copy_from_slice(&enc.bytes),
                 format: enc.format,
                 name: original.name.clone(),
                 modified: original.modified,

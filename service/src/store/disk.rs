@@ -78,24 +78,23 @@ impl DiskStore {
     ) -> Result<PutOutcome, StoreError> {
         let dir = self.dir(md5);
         let target = dir.join(name.to_disk());
-        if target.exists() {
+        // One mkdir in the common cases; `parents_to_sync` are the directories that
+        // got a new entry (the parent of every directory created here).
+        let mut parents_to_sync = Vec::new();
+        let fresh_dir = create_dirs(&dir, &mut parents_to_sync)?;
+        if !fresh_dir && target.exists() {
             return same_content(&target, bytes);
         }
-        let created_dir = !dir.exists();
-        fs::create_dir_all(&dir)?;
-        if created_dir {
-            // Make the new directory entries durable too.
-            for d in [dir.parent(), dir.parent().and_then(Path::parent)]
-                .into_iter()
-                .flatten()
-            {
-                sync_dir(d)?;
-            }
-        }
-        // Dedup: link to a sibling with the same bytes when there is one.
+        // Dedup: link to a sibling with the same bytes when there is one (a directory
+        // we just created is empty: nothing to list).
         let mut linked = false;
         let mut new_bytes = bytes.len() as u64;
-        for entry in fs::read_dir(&dir)? {
+        let siblings = if fresh_dir {
+            None
+        } else {
+            Some(fs::read_dir(&dir)?)
+        };
+        for entry in siblings.into_iter().flatten() {
             let entry = entry?;
             let path = entry.path();
             if FileName::from_disk(&entry.file_name().to_string_lossy()).is_none() {
@@ -131,6 +130,11 @@ impl DiskStore {
             }
         }
         sync_dir(&dir)?;
+        // After the leaf's fsync (which commits the journal with the new entries), so
+        // these are usually cheap.
+        for d in &parents_to_sync {
+            sync_dir(d)?;
+        }
         Ok(PutOutcome::Created { new_bytes })
     }
 
@@ -303,6 +307,31 @@ fn same_content(path: &Path, bytes: &[u8]) -> Result<PutOutcome, StoreError> {
     } else {
         Err(StoreError::Conflict)
     }
+}
+
+/// Creates `dir` and any missing ancestors, pushing the parent of every directory it
+/// created onto `changed`. Returns whether `dir` itself was created by this call.
+fn create_dirs(dir: &Path, changed: &mut Vec<PathBuf>) -> io::Result<bool> {
+    match fs::create_dir(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let Some(parent) = dir.parent() else {
+                return Err(e);
+            };
+            create_dirs(parent, changed)?;
+            match fs::create_dir(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = dir.parent() {
+        changed.push(parent.to_path_buf());
+    }
+    Ok(true)
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {
