@@ -17,7 +17,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 CACHE="${SIS_CACHE_DIR:-$HOME/.cache/sis}"
 FUZZ_SECONDS="${FUZZ_SECONDS:-30}"
 FUZZ_DIR="$ROOT/service/fuzz"
-TARGETS=(${FUZZ_TARGETS:-disposition multipart query_params decode_resize})
+read -r -a TARGETS <<<"${FUZZ_TARGETS:-disposition multipart query_params decode_resize}"
 
 log() { echo "[fuzz] $*" >&2; }
 PASSED=0
