@@ -23,6 +23,9 @@ use crate::metrics::Metrics;
 use crate::store::key::URL_COMPONENT;
 use crate::store::{FileName, Md5Hex, NameInfo, Object, PutOutcome};
 
+/// How long an idle pooled connection to the server is kept (see `Upstream::new`).
+const IDLE_POOL_TIMEOUT: Duration = Duration::from_secs(4);
+
 /// Header carrying an object's name (percent-encoded UTF-8) on internal GETs.
 pub const NAME_HEADER: &str = "x-sis-name";
 /// Header carrying an object's modification time (Unix milliseconds) on internal GETs.
@@ -231,7 +234,10 @@ impl Upstream {
         let client = reqwest::Client::builder()
             .connect_timeout(cfg.connect_timeout)
             .timeout(cfg.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
+            // The server closes keep-alive connections idle for its header-read timeout
+            // (10 s by default); dropping ours well before that means a pooled connection is
+            // never one the server is closing, which would fail a (never retried) upload.
+            .pool_idle_timeout(IDLE_POOL_TIMEOUT)
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             // Agent to server traffic is internal: never through a proxy from the environment.
