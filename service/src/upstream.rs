@@ -461,7 +461,9 @@ impl Upstream {
             .map_or(SystemTime::UNIX_EPOCH, from_millis);
         Ok(Some(Object {
             name,
-            bytes: r.body,
+            // The body may be a slice of a larger receive buffer; the cache counts only
+            // `len()`, so keep an exact-size copy rather than pinning the whole buffer.
+            bytes: Bytes::copy_from_slice(&r.body),
             modified,
         }))
     }
