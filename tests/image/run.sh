@@ -259,6 +259,7 @@ check "USER 10001:10001" test "$(cfg User)" = '"10001:10001"'
 check "EXPOSE 3333" test "$(cfg ExposedPorts)" = '{"3333/tcp":{}}'
 check "VOLUME /data" test "$(cfg Volumes)" = '{"/data":{}}'
 check "ENV SIS_DATA_DIR=/data" grep -q '"SIS_DATA_DIR=/data"' <<<"$(cfg Env)"
+check "ENV MALLOC_ARENA_MAX=2" grep -q '"MALLOC_ARENA_MAX=2"' <<<"$(cfg Env)"
 check "label org.opencontainers.image.version=$VERSION" \
     test "$(cfg Labels org.opencontainers.image.version)" = "\"$VERSION\""
 size=$(buildah images --format '{{.Size}}' "$IMAGE" 2>/dev/null | head -1)

@@ -54,6 +54,7 @@ pub struct Sis {
     child: Option<Child>,
     pub addr: SocketAddr,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     log_path: PathBuf,
     // Keeps the log directory alive as long as the process.
     _logs: tempfile::TempDir,
@@ -84,11 +85,20 @@ impl Sis {
 
     /// Starts `sis ARGS --listen 127.0.0.1:PORT` and waits until `/healthz` answers.
     pub async fn start(args: Vec<String>) -> Sis {
+        Sis::start_with_env(args, &[]).await
+    }
+
+    /// Like [`Sis::start`], with extra environment variables for the process.
+    pub async fn start_with_env(args: Vec<String>, env: &[(&str, &str)]) -> Sis {
         let logs = tempfile::tempdir().expect("temp dir for logs");
         let mut sis = Sis {
             child: None,
             addr: free_addr(),
             args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             log_path: logs.path().join("sis.log"),
             _logs: logs,
         };
@@ -107,6 +117,7 @@ impl Sis {
             .args(&self.args)
             .args(["--listen", &self.addr.to_string(), "--log-format", "text"])
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("clone log handle"))
             .stderr(log)
