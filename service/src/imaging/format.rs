@@ -15,6 +15,16 @@ pub enum Format {
 }
 
 impl Format {
+    /// Every format sis recognises, in declaration order.
+    pub const ALL: [Format; 6] = [
+        Format::Jpeg,
+        Format::Png,
+        Format::Gif,
+        Format::Webp,
+        Format::Bmp,
+        Format::Tiff,
+    ];
+
     /// The `Content-Type` for this format.
     pub fn mime(&self) -> &'static str {
         match self {
@@ -159,14 +169,7 @@ mod sniff_tests {
     #[test]
     fn sniff_each_generated_format() {
         let img = testdata::gradient(16, 8);
-        for format in [
-            Format::Jpeg,
-            Format::Png,
-            Format::Gif,
-            Format::Webp,
-            Format::Bmp,
-            Format::Tiff,
-        ] {
+        for format in Format::ALL {
             let bytes = testdata::encode(&img, format);
             assert_eq!(sniff(&bytes), Some(format), "{format}");
         }

@@ -426,14 +426,7 @@ mod tests {
     #[test]
     fn probe_reads_dimensions_of_every_format() {
         let img = testdata::gradient(37, 21);
-        for format in [
-            Format::Jpeg,
-            Format::Png,
-            Format::Gif,
-            Format::Webp,
-            Format::Bmp,
-            Format::Tiff,
-        ] {
+        for format in Format::ALL {
             let bytes = testdata::encode(&img, format);
             let p = probe(&bytes, &limits()).unwrap_or_else(|e| panic!("{format}: {e}"));
             assert_eq!(

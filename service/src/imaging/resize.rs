@@ -730,14 +730,7 @@ mod tests {
             assert_eq!(dims(&out), (60, 40), "from {src}");
         }
         let png = testdata::encode(&img, Format::Png);
-        for target in [
-            Format::Jpeg,
-            Format::Png,
-            Format::Gif,
-            Format::Webp,
-            Format::Bmp,
-            Format::Tiff,
-        ] {
+        for target in Format::ALL {
             let out = ok(
                 &png,
                 &ResizeSpec {
