@@ -68,6 +68,10 @@ pub struct CommonArgs {
     /// Resize jobs that may wait before requests get 503.
     #[arg(long, env = "SIS_RESIZE_QUEUE", default_value_t = 64)]
     pub resize_queue: usize,
+    /// Threads serving connections, one event loop each (0 = number of CPUs). Image work
+    /// runs on the resize workers, disk reads on a blocking pool, not on these.
+    #[arg(long, env = "SIS_IO_THREADS", default_value_t = 0)]
+    pub io_threads: usize,
     /// Most parts in one multipart upload; more are refused with 413 (CPU and memory spent
     /// on bodies made of thousands of tiny parts).
     #[arg(long, env = "SIS_MAX_UPLOAD_PARTS", default_value_t = 1000)]

@@ -10,7 +10,7 @@
 //! - [`imaging`]: sniff, header probe (bomb checks), resize with JPEG shrink-on-load, and
 //!   the bounded resize pool.
 //! - [`state`]: [`state::AppState`] shared by handlers.
-//! - [`http`]: [`http::router`], layers (CORS, request id, log line, metrics) and the
+//! - [`http`]: [`http::app`], the edge (CORS, request id, log line, metrics) and the
 //!   handlers per API surface (`legacy`, `v1`, `page`, `health`).
 //! - [`error`]: the error enum and the only `IntoResponse` for errors.
 //! - [`metrics`]: every Prometheus metric name.
@@ -28,6 +28,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod imaging;
+pub mod io_threads;
 pub mod metrics;
 pub mod shutdown;
 pub mod state;
@@ -60,6 +61,8 @@ pub struct ServeOptions {
     pub max_header_size: usize,
     /// Most parts in one multipart upload; more get 413.
     pub max_upload_parts: usize,
+    /// Connection threads (one event loop each, see [`io_threads`]); 0 = one per core.
+    pub io_threads: usize,
 }
 
 impl From<&config::CommonArgs> for ServeOptions {
@@ -71,6 +74,7 @@ impl From<&config::CommonArgs> for ServeOptions {
             max_connections: c.max_connections,
             max_header_size: usize::try_from(c.max_header_size).unwrap_or(usize::MAX),
             max_upload_parts: c.max_upload_parts,
+            io_threads: c.io_threads,
         }
     }
 }
@@ -84,6 +88,7 @@ impl Default for ServeOptions {
             max_connections: 1024,
             max_header_size: 64 << 10,
             max_upload_parts: http::upload::DEFAULT_MAX_UPLOAD_PARTS,
+            io_threads: 0,
         }
     }
 }
@@ -121,7 +126,6 @@ pub async fn serve_with(
 ) -> std::io::Result<()> {
     use hyper_util::rt::{TokioIo, TokioTimer};
     use tokio::io::AsyncWriteExt;
-    use tower::ServiceExt;
 
     let token = CancellationToken::new();
     {
@@ -133,14 +137,15 @@ pub async fn serve_with(
             token.cancel();
         });
     }
-    let app = http::router(state)
-        .layer(axum::middleware::from_fn_with_state(
-            opts.body_read_timeout,
-            http::body_deadline,
-        ))
-        .layer(axum::Extension(http::upload::UploadLimits {
-            max_parts: opts.max_upload_parts.max(1),
-        }));
+    let app = http::App::new(
+        state,
+        http::EdgeOptions {
+            body_deadline: opts.body_read_timeout,
+            upload: http::upload::UploadLimits {
+                max_parts: opts.max_upload_parts.max(1),
+            },
+        },
+    );
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -150,6 +155,11 @@ pub async fn serve_with(
         // refuses buffers under 8 KiB, and a small buffer would slow uploads down.
         .max_buf_size(opts.max_header_size.max(64 << 10))
         .keep_alive(true);
+    let io = io_threads::IoThreads::start(if opts.io_threads == 0 {
+        io_threads::default_count()
+    } else {
+        opts.io_threads
+    })?;
     let slots = Arc::new(tokio::sync::Semaphore::new(opts.max_connections.max(1)));
     let tracker = tokio_util::task::TaskTracker::new();
     loop {
@@ -182,28 +192,53 @@ pub async fn serve_with(
             continue;
         };
         let _ = stream.set_nodelay(true);
+        // Re-registered on the connection thread's own reactor.
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot hand a connection over");
+                continue;
+            }
+        };
         let app = app.clone();
-        let service =
-            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-                app.clone().oneshot(req.map(axum::body::Body::new))
-            });
-        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        let builder = builder.clone();
         let token = token.clone();
-        tracker.spawn(async move {
-            let _slot = slot;
-            let mut conn = std::pin::pin!(conn);
-            tokio::select! {
-                r = conn.as_mut() => {
-                    if let Err(e) = r {
-                        tracing::debug!(error = %e, "connection ended with an error");
+        tracker.spawn_on(
+            async move {
+                let _slot = slot;
+                let stream = match tokio::net::TcpStream::from_std(stream) {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot register a connection");
+                        return;
+                    }
+                };
+                let service = hyper::service::service_fn(
+                    move |req: hyper::Request<hyper::body::Incoming>| {
+                        let app = app.clone();
+                        async move {
+                            Ok::<_, std::convert::Infallible>(
+                                app.handle(req.map(axum::body::Body::new)).await,
+                            )
+                        }
+                    },
+                );
+                let conn = builder.serve_connection(TokioIo::new(stream), service);
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    r = conn.as_mut() => {
+                        if let Err(e) = r {
+                            tracing::debug!(error = %e, "connection ended with an error");
+                        }
+                    }
+                    () = token.cancelled() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
                     }
                 }
-                () = token.cancelled() => {
-                    conn.as_mut().graceful_shutdown();
-                    let _ = conn.await;
-                }
-            }
-        });
+            },
+            io.next_handle(),
+        );
     }
     drop(listener);
     tracker.close();
@@ -218,6 +253,8 @@ pub async fn serve_with(
             "shutdown timeout reached, dropping open connections"
         );
     }
+    // Joining threads blocks: not on this runtime's worker.
+    let _ = tokio::task::spawn_blocking(move || io.stop()).await;
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! [`AppState`]: what every handler shares — the origin (disk or upstream), the
 //! image cache, the resize pool, limits, metrics and the readiness flag. Built once
-//! at start-up; cloning is cheap (everything is behind `Arc`).
+//! at start-up; cloning is one reference-count increment (axum clones the state for
+//! every extractor of every request, so this is on the hot path).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,16 +67,25 @@ impl Weigh for CachedImage {
 /// The image cache type shared by both modes.
 pub type ImageCache = Cache<ImageKey, CachedImage, Error>;
 
-/// Shared state of one running `sis`.
+/// Shared state of one running `sis`: a handle to [`Shared`] (fields read through `Deref`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     pub mode: &'static str,
     pub origin: Origin,
     pub cache: Arc<ImageCache>,
     pub pool: Arc<ResizePool>,
     pub limits: Limits,
-    /// Behind an `Arc`: the state is cloned per request (extractors), and `Metrics`
-    /// itself is a few dozen reference-counted collectors.
+    /// Behind an `Arc` of its own: the agent's upstream client records into it too.
     pub metrics: Arc<Metrics>,
     /// `Some` when uploads and deletes need `Authorization: Bearer <token>`.
     pub api_token: Option<Arc<str>>,
@@ -136,7 +146,7 @@ impl AppState {
             opts.resize_workers
         };
         let pool = Arc::new(ResizePool::new(workers, opts.resize_queue));
-        Self {
+        Self(Arc::new(Shared {
             mode: opts.mode,
             origin,
             cache,
@@ -146,7 +156,7 @@ impl AppState {
             api_token: opts.api_token.filter(|t| !t.is_empty()).map(Arc::from),
             ready: Arc::new(AtomicBool::new(true)),
             changes: Arc::new(ChangeFeed::new(crate::feed::DEFAULT_CAPACITY)),
-        }
+        }))
     }
 
     pub fn is_ready(&self) -> bool {

@@ -323,7 +323,7 @@ impl Upstream {
             req = req.timeout(t);
         }
         if let Some(id) = crate::http::current_request_id() {
-            req = req.header("x-request-id", id.as_ref());
+            req = req.header("x-request-id", id);
         }
         if let Some(token) = &self.cfg.token {
             req = req.bearer_auth(token);

@@ -6,7 +6,6 @@ mod common;
 
 use std::sync::Arc;
 
-use axum::Router;
 use axum::body::Body;
 use axum::http::{HeaderMap, Request, StatusCode, header};
 use bytes::Bytes;
@@ -19,7 +18,7 @@ use sis::state::{AppState, StateOptions};
 use sis::store::{DiskStore, Origin};
 
 struct App {
-    router: Router,
+    router: sis::http::App,
     state: AppState,
     dir: tempfile::TempDir,
 }
@@ -29,7 +28,7 @@ fn app_with(opts: StateOptions) -> App {
     let store = DiskStore::open(dir.path()).unwrap();
     let state = AppState::new(Origin::Local(Arc::new(store)), opts).unwrap();
     App {
-        router: sis::http::router(state.clone()),
+        router: sis::http::app(state.clone()),
         state,
         dir,
     }

@@ -20,16 +20,16 @@ use sis::state::{AppState, StateOptions};
 use sis::store::{DiskStore, Origin};
 use sis::upstream::{Upstream, UpstreamConfig};
 
-fn server() -> (tempfile::TempDir, AppState, axum::Router) {
+fn server() -> (tempfile::TempDir, AppState, sis::http::App) {
     let dir = tempfile::tempdir().unwrap();
     let store = DiskStore::open(dir.path()).unwrap();
     let state = AppState::new(Origin::Local(Arc::new(store)), StateOptions::default()).unwrap();
-    let router = sis::http::router(state.clone());
+    let router = sis::http::app(state.clone());
     (dir, state, router)
 }
 
 async fn send(
-    router: &axum::Router,
+    router: &sis::http::App,
     req: Request<Body>,
 ) -> (StatusCode, axum::http::HeaderMap, Vec<u8>) {
     let resp = router.clone().oneshot(req).await.unwrap();
@@ -154,7 +154,7 @@ async fn internal_api_needs_the_token() {
         ..StateOptions::default()
     };
     let state = AppState::new(Origin::Local(Arc::new(store)), opts).unwrap();
-    let r = sis::http::router(state);
+    let r = sis::http::app(state);
     let (s, _, _) = send(
         &r,
         Request::get("/internal/v1/changes")
@@ -209,7 +209,7 @@ async fn agent_origin_round_trip() {
         },
         metrics,
     );
-    let r = sis::http::router(agent);
+    let r = sis::http::app(agent);
     let img = png(30, 20, 5);
     let m = md5_hex(&img);
     let (ct, body) = common::multipart(&[common::P {

@@ -9,7 +9,6 @@
 
 use std::sync::OnceLock;
 
-use axum::Router;
 use axum::body::Body;
 use http::{Request, StatusCode};
 use libfuzzer_sys::fuzz_target;
@@ -30,7 +29,7 @@ fn limits() -> Limits {
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
-    router: Router,
+    router: sis::http::App,
     md5: Md5Hex,
     _dir: tempfile::TempDir,
 }
@@ -59,7 +58,7 @@ fn fixture() -> &'static Fixture {
         let state = rt.block_on(async {
             AppState::new(Origin::Local(std::sync::Arc::new(store)), opts).expect("state")
         });
-        Fixture { router: sis::http::router(state), rt, md5, _dir: dir }
+        Fixture { router: sis::http::app(state), rt, md5, _dir: dir }
     })
 }
 

@@ -1,8 +1,9 @@
-//! The HTTP surface: [`router`] builds every route on an [`AppState`]; layers add
-//! CORS, request ids, one log line and metrics per request. Handlers live beside
+//! The HTTP surface: [`app`] is every route on an [`AppState`] behind the edge (`edge`:
+//! CORS, request ids, body deadline, one log line and metrics per request). Handlers live beside
 //! their routes in `legacy`, `v1`, `page` and `health`; shared response building
 //! (conditional requests, ranges, resizing through the cache) lives in `serve`.
 
+mod edge;
 mod health;
 pub mod internal;
 mod legacy;
@@ -12,22 +13,24 @@ mod serve;
 pub mod upload;
 mod v1;
 
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Instant, SystemTime};
-
 use axum::Router;
-use axum::body::{Body, HttpBody};
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use tracing::Instrument;
+
+pub use edge::{App, EdgeOptions, current_request_id};
 
 use crate::error::Error;
 use crate::state::AppState;
 
-/// The whole application on `state`.
-pub fn router(state: AppState) -> Router {
+/// The whole application on `state` ([`App`]: routes behind the edge), default options.
+pub fn app(state: AppState) -> App {
+    App::new(state, EdgeOptions::default())
+}
+
+/// Every route on `state`, without the edge (CORS, request ids, metrics, log lines).
+fn router(state: AppState) -> Router {
     let mut app = Router::new();
     if state.origin.is_local() {
         // The server's API for agents; an agent does not expose it.
@@ -37,9 +40,8 @@ pub fn router(state: AppState) -> Router {
         .merge(v1::routes())
         .merge(page::routes())
         .merge(health::routes())
+        .route_layer(edge::TagRouteLayer)
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), observe))
-        .layer(middleware::from_fn(cors))
         // Upload size is enforced by the upload code itself (early 413).
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
@@ -51,173 +53,6 @@ async fn not_found(uri: axum::http::Uri) -> Response {
     } else {
         crate::error::Failure::legacy(Error::NotFound).into_response()
     }
-}
-
-/// Bounds the handling of a request that carries a body (an upload) by `limit`, body
-/// reading included: a client trickling its body gets 408 and the connection is closed,
-/// instead of holding a task and its buffered bytes for as long as it likes.
-pub(crate) async fn body_deadline(
-    State(limit): State<std::time::Duration>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let has_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
-        || content_length(req.headers()).is_some_and(|n| n > 0)
-        || req.headers().contains_key(header::TRANSFER_ENCODING);
-    if !has_body {
-        return next.run(req).await;
-    }
-    let v1 = req.uri().path().starts_with("/v1/");
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(resp) => resp,
-        Err(_) => {
-            tracing::warn!(?limit, "request body not received in time, closing");
-            let error = Error::BodyTimeout(limit.as_secs());
-            let failure = if v1 {
-                crate::error::Failure::v1(error)
-            } else {
-                crate::error::Failure::legacy(error)
-            };
-            let mut resp = failure.into_response();
-            resp.headers_mut()
-                .insert(header::CONNECTION, HeaderValue::from_static("close"));
-            resp
-        }
-    }
-}
-
-/// CORS as in sis 1.x: `Access-Control-Allow-Origin: *` on every response, and any
-/// `OPTIONS` preflight answered 204 with the allowed method.
-async fn cors(req: Request, next: Next) -> Response {
-    let mut resp = if req.method() == Method::OPTIONS {
-        let mut r = StatusCode::NO_CONTENT.into_response();
-        let h = r.headers_mut();
-        h.insert(
-            "access-control-allow-method",
-            HeaderValue::from_static("POST"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("Authorization, Content-Type, Range, If-None-Match"),
-        );
-        h.insert(
-            header::ACCESS_CONTROL_MAX_AGE,
-            HeaderValue::from_static("86400"),
-        );
-        r
-    } else {
-        next.run(req).await
-    };
-    resp.headers_mut().insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    resp
-}
-
-static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
-
-tokio::task_local! {
-    /// The request id of the request being served (set by `observe`).
-    static REQUEST_ID: std::sync::Arc<str>;
-}
-
-/// The id of the request this task is serving, to forward upstream.
-pub fn current_request_id() -> Option<std::sync::Arc<str>> {
-    REQUEST_ID.try_with(std::sync::Arc::clone).ok()
-}
-
-fn new_request_id() -> String {
-    let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
-    format!("{:x}-{seq:x}", t ^ (u64::from(std::process::id()) << 40))
-}
-
-struct InFlight(prometheus::IntGauge);
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.dec();
-    }
-}
-
-/// One log line and the `sis_http_*` metrics per request, labelled by route template.
-async fn observe(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    // `MatchedPath` is an `Arc<str>` inside: cloning it does not copy the template.
-    let matched = req.extensions().get::<MatchedPath>().cloned();
-    let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
-    let method = req.method().clone();
-    let request_id = req
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(new_request_id);
-    let req_bytes = content_length(req.headers());
-    let m = &state.metrics;
-    let gauge = m.http_in_flight.with_label_values(&[state.mode]);
-    gauge.inc();
-    let _in_flight = InFlight(gauge);
-    let start = Instant::now();
-    let span = tracing::info_span!("request", request_id = %request_id);
-    let mut resp = REQUEST_ID
-        .scope(
-            std::sync::Arc::from(request_id.as_str()),
-            next.run(req).instrument(span.clone()),
-        )
-        .await;
-    let elapsed = start.elapsed();
-    let status = resp.status().as_u16();
-    let resp_bytes = resp
-        .body()
-        .size_hint()
-        .exact()
-        .or_else(|| content_length(resp.headers()));
-    let health = route == "/healthz" || route == "/readyz";
-    m.http_requests
-        .with_label_values(&[state.mode, route, method.as_str(), resp.status().as_str()])
-        .inc();
-    if !health {
-        m.http_duration
-            .with_label_values(&[state.mode, route])
-            .observe(elapsed.as_secs_f64());
-        if let Some(b) = req_bytes {
-            m.http_request_bytes
-                .with_label_values(&[state.mode, route])
-                .observe(b as f64);
-        }
-        if let Some(b) = resp_bytes {
-            m.http_response_bytes
-                .with_label_values(&[state.mode, route])
-                .observe(b as f64);
-        }
-    }
-    let latency_ms = elapsed.as_secs_f64() * 1000.0;
-    span.in_scope(|| {
-        if health {
-            tracing::debug!(method = %method, route = %route, status, latency_ms, "request");
-        } else {
-            tracing::info!(
-                method = %method,
-                route = %route,
-                status,
-                bytes = resp_bytes.unwrap_or(0),
-                latency_ms,
-                "request"
-            );
-        }
-    });
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        resp.headers_mut().insert("x-request-id", v);
-    }
-    resp
 }
 
 pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {

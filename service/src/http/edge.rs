@@ -1,0 +1,324 @@
+//! The edge of the application: what happens to every request around the routes —
+//! CORS, the request id, the deadline on bodies, one log line and the `sis_http_*`
+//! metrics.
+//!
+//! It is one plain `async fn` ([`App::handle`]) rather than a stack of axum
+//! `middleware::from_fn` layers: each such layer clones and boxes its inner service and
+//! boxes its future on every request, which on a cached-image hit cost more than the
+//! handler itself.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use axum::Router;
+use axum::body::{Body, HttpBody};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tower::ServiceExt;
+use tracing::Instrument;
+
+use super::content_length;
+use super::upload::UploadLimits;
+use crate::error::{Error, Failure};
+use crate::state::AppState;
+
+/// Per-connection-independent settings of the edge.
+#[derive(Debug, Clone, Copy)]
+pub struct EdgeOptions {
+    /// A request with a body must be handled within this long (body included) or it
+    /// gets 408 and the connection is closed.
+    pub body_deadline: Duration,
+    /// Limits on multipart uploads, handed to the upload handlers.
+    pub upload: UploadLimits,
+}
+
+impl Default for EdgeOptions {
+    fn default() -> Self {
+        Self {
+            body_deadline: Duration::from_secs(120),
+            upload: UploadLimits::default(),
+        }
+    }
+}
+
+/// The whole application: the routes of [`super::router`] behind the edge. Cloning is
+/// two reference-count increments. Also a `tower::Service`, for in-process tests.
+#[derive(Clone)]
+pub struct App {
+    routes: Router,
+    state: AppState,
+    opts: EdgeOptions,
+}
+
+impl App {
+    pub fn new(state: AppState, opts: EdgeOptions) -> Self {
+        Self {
+            routes: super::router(state.clone()),
+            state,
+            opts,
+        }
+    }
+
+    /// Answers one request.
+    pub async fn handle(self, mut req: Request) -> Response {
+        if req.method() == Method::OPTIONS {
+            return preflight();
+        }
+        let has_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
+            || content_length(req.headers()).is_some_and(|n| n > 0)
+            || req.headers().contains_key(header::TRANSFER_ENCODING);
+        if has_body {
+            req.extensions_mut().insert(self.opts.upload);
+        }
+        let mut resp = self.observe(req, has_body).await;
+        resp.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+        resp
+    }
+
+    /// Runs the routes with a request id in scope, then logs and records the request.
+    async fn observe(self, req: Request, has_body: bool) -> Response {
+        let request_id = request_id(req.headers().get("x-request-id"));
+        let method = req.method().clone();
+        let req_bytes = content_length(req.headers());
+        let v1 = req.uri().path().starts_with("/v1/");
+        let state = &self.state;
+        let m = &state.metrics;
+        let gauge = m.http_in_flight.with_label_values(&[state.mode]);
+        gauge.inc();
+        let _in_flight = InFlight(gauge);
+        let start = Instant::now();
+        let span = tracing::info_span!("request", request_id = ?request_id);
+        // The route template is known once the router has matched: `TagRoute` reports it
+        // back through the response extensions.
+        let run = self.routes.clone().oneshot(req);
+        let run = REQUEST_ID.scope(request_id.clone(), run.instrument(span.clone()));
+        let mut resp = if has_body {
+            match tokio::time::timeout(self.opts.body_deadline, run).await {
+                Ok(r) => r.unwrap_or_else(|e| match e {}),
+                Err(_) => body_timeout(self.opts.body_deadline, v1),
+            }
+        } else {
+            run.await.unwrap_or_else(|e| match e {})
+        };
+        let elapsed = start.elapsed();
+        let route = resp
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str);
+        let status = resp.status();
+        let resp_bytes = resp
+            .body()
+            .size_hint()
+            .exact()
+            .or_else(|| content_length(resp.headers()));
+        let health = route == "/healthz" || route == "/readyz";
+        m.http_requests
+            .with_label_values(&[state.mode, route, method.as_str(), status.as_str()])
+            .inc();
+        if !health {
+            m.http_duration
+                .with_label_values(&[state.mode, route])
+                .observe(elapsed.as_secs_f64());
+            if let Some(b) = req_bytes {
+                m.http_request_bytes
+                    .with_label_values(&[state.mode, route])
+                    .observe(b as f64);
+            }
+            if let Some(b) = resp_bytes {
+                m.http_response_bytes
+                    .with_label_values(&[state.mode, route])
+                    .observe(b as f64);
+            }
+        }
+        let latency_ms = elapsed.as_secs_f64() * 1000.0;
+        let status = status.as_u16();
+        span.in_scope(|| {
+            if health {
+                tracing::debug!(method = %method, route = %route, status, latency_ms, "request");
+            } else {
+                tracing::info!(
+                    method = %method,
+                    route = %route,
+                    status,
+                    bytes = resp_bytes.unwrap_or(0),
+                    latency_ms,
+                    "request"
+                );
+            }
+        });
+        resp.headers_mut().insert("x-request-id", request_id);
+        resp
+    }
+}
+
+impl<B> tower::Service<axum::http::Request<B>> for App
+where
+    B: HttpBody<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<axum::BoxError>,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: axum::http::Request<B>) -> Self::Future {
+        let app = self.clone();
+        Box::pin(async move { Ok(app.handle(req.map(Body::new)).await) })
+    }
+}
+
+/// Copies the matched route template (`MatchedPath`, known only inside the router) into
+/// the response, where [`App::handle`] labels metrics and the log line with it. Added with
+/// `route_layer`, so unmatched requests (the fallback) have none.
+#[derive(Clone)]
+pub(super) struct TagRoute<S>(S);
+
+#[derive(Clone, Copy)]
+pub(super) struct TagRouteLayer;
+
+impl<S> tower::Layer<S> for TagRouteLayer {
+    type Service = TagRoute<S>;
+    fn layer(&self, inner: S) -> TagRoute<S> {
+        TagRoute(inner)
+    }
+}
+
+impl<S> tower::Service<Request> for TagRoute<S>
+where
+    S: tower::Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.0.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        let matched = req.extensions().get::<MatchedPath>().cloned();
+        let fut = self.0.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            if let Some(m) = matched {
+                resp.extensions_mut().insert(m);
+            }
+            Ok(resp)
+        })
+    }
+}
+
+/// CORS as in sis 1.x: any `OPTIONS` preflight is answered 204 with the allowed methods
+/// (and `Access-Control-Allow-Origin: *`, which every response carries).
+fn preflight() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        "access-control-allow-method",
+        HeaderValue::from_static("POST"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Authorization, Content-Type, Range, If-None-Match"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    r
+}
+
+/// The answer when a request with a body was not handled within the deadline: a client
+/// trickling its body gets 408 and the connection is closed, instead of holding a task
+/// and its buffered bytes for as long as it likes.
+fn body_timeout(limit: Duration, v1: bool) -> Response {
+    tracing::warn!(?limit, "request body not received in time, closing");
+    let error = Error::BodyTimeout(limit.as_secs());
+    let failure = if v1 {
+        Failure::v1(error)
+    } else {
+        Failure::legacy(error)
+    };
+    let mut resp = failure.into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
+}
+
+static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
+
+tokio::task_local! {
+    /// The request id of the request being served.
+    static REQUEST_ID: HeaderValue;
+}
+
+/// The id of the request this task is serving, to forward upstream.
+pub fn current_request_id() -> Option<HeaderValue> {
+    REQUEST_ID.try_with(HeaderValue::clone).ok()
+}
+
+/// The client's `X-Request-Id` when it is sane (visible ASCII, at most 128 bytes), else
+/// a new one: process start-time-ish bits and a sequence number, unique per process.
+fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
+    if let Some(v) = given
+        && !v.is_empty()
+        && v.len() <= 128
+        && v.as_bytes().iter().all(u8::is_ascii_graphic)
+    {
+        return v.clone();
+    }
+    let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
+    let t = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0);
+    let id = format!("{:x}-{seq:x}", t ^ (u64::from(std::process::id()) << 40));
+    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
+}
+
+struct InFlight(prometheus::IntGauge);
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_ids_are_taken_when_sane_and_made_otherwise() {
+        let given = HeaderValue::from_static("abc-123");
+        assert_eq!(request_id(Some(&given)), given);
+        let spaced = HeaderValue::from_static("a b");
+        let long = HeaderValue::from_str(&"x".repeat(129)).unwrap();
+        for bad in [Some(&spaced), Some(&long), None] {
+            let made = request_id(bad);
+            assert!(made.to_str().unwrap().contains('-'));
+            assert_ne!(Some(&made), bad);
+        }
+        assert_ne!(request_id(None), request_id(None));
+    }
+}
