@@ -130,20 +130,21 @@ async fn up(State(state): State<AppState>, req: Request) -> Response {
 }
 
 async fn up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response, Error> {
-    let mut items = Vec::new();
+    let mut named = Vec::new();
     for part in parts {
         let Some(filename) = part.filename.clone() else {
             continue; // plain form field
         };
-        let name = FileName::parse(&filename).map_err(Error::InvalidName)?;
-        items.push(Checked {
-            md5: md5_of(&part.bytes).await,
-            name,
+        named.push((
+            FileName::parse(&filename).map_err(Error::InvalidName)?,
             part,
-        });
+        ));
     }
-    for item in &items {
-        super::upload::validate_image(state, &item.part.bytes).await?;
+    let mut items = Vec::new();
+    for (name, part) in named {
+        let (md5, valid) = super::upload::hash_and_validate(state, &part.bytes).await;
+        valid?;
+        items.push(Checked { md5, name, part });
     }
     if items.is_empty() {
         return Err(Error::BadRequest("no file in the upload".into()));
@@ -182,10 +183,11 @@ async fn derect_up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response,
             .and_then(Md5Hex::parse)
             .ok_or(Error::InvalidMd5)?;
         let name = FileName::parse(&filename).map_err(Error::InvalidName)?;
-        if md5_of(&part.bytes).await != claimed {
+        let (md5, valid) = super::upload::hash_and_validate(state, &part.bytes).await;
+        if md5 != claimed {
             return Err(Error::Md5Mismatch);
         }
-        super::upload::validate_image(state, &part.bytes).await?;
+        valid?;
         items.push(Checked {
             md5: claimed,
             name,

@@ -11,8 +11,9 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::error::Error;
-use crate::imaging::{self, Fit, Format, Probe, ResizeSpec};
+use crate::imaging::{self, Format, Probe};
 use crate::state::{AppState, MAX_UPLOAD_BYTES};
+use crate::store::Md5Hex;
 
 /// Default of [`UploadLimits::max_parts`].
 pub const DEFAULT_MAX_UPLOAD_PARTS: usize = 1000;
@@ -216,9 +217,8 @@ fn multipart_error(e: multer::Error) -> Error {
 /// format ([`Error::UnsupportedMedia`] otherwise), a declared size within
 /// `max_input_pixels` and sane animation headers (decompression bombs are refused from the
 /// headers alone, before any pixel buffer exists), and data that really decodes (truncated
-/// or corrupt files behind a valid header). The decode is a thumbnail-sized resize on the
-/// bounded resize pool, so it costs one decode and never queues without bound
-/// ([`Error::Busy`] when the pool is full).
+/// or corrupt files behind a valid header, see [`imaging::check_decodes`]), on the bounded
+/// resize pool so it never queues without bound ([`Error::Busy`] when the pool is full).
 ///
 /// # Errors
 /// [`Error::UnsupportedMedia`], [`Error::Unprocessable`] (bomb, truncated, corrupt),
@@ -226,18 +226,22 @@ fn multipart_error(e: multer::Error) -> Error {
 pub async fn validate_image(state: &AppState, bytes: &Bytes) -> Result<(Format, Probe), Error> {
     let format = imaging::sniff(bytes).ok_or(Error::UnsupportedMedia)?;
     let probe = imaging::probe(bytes, &state.limits)?;
-    let spec = ResizeSpec {
-        width: Some(probe.width.min(8)),
-        height: Some(probe.height.min(8)),
-        fit: Fit::Fill,
-        format: None,
-        quality: None,
-    };
+    let (b, limits) = (bytes.clone(), state.limits.clone());
+    let (width, height) = (probe.width, probe.height);
     state
         .pool
-        .run(bytes.clone(), spec, state.limits.clone())
+        .run_fn(move || imaging::check_decodes(&b, format, width, height, &limits))
         .await?;
     Ok((format, probe))
+}
+
+/// [`validate_image`] and the MD5 of the same bytes, side by side: the hash runs on the
+/// blocking pool while a resize worker checks the image.
+pub async fn hash_and_validate(
+    state: &AppState,
+    bytes: &Bytes,
+) -> (Md5Hex, Result<(Format, Probe), Error>) {
+    tokio::join!(super::legacy::md5_of(bytes), validate_image(state, bytes))
 }
 
 /// Reads a raw body, bounded by [`MAX_UPLOAD_BYTES`].

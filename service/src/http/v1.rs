@@ -91,7 +91,7 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
             bytes,
         }]
     };
-    let mut items = Vec::new();
+    let mut named = Vec::new();
     for part in parts {
         let Some(filename) = part.filename.clone() else {
             continue;
@@ -99,21 +99,18 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
         let name = FileName::parse(&filename)
             .map_err(Error::InvalidName)
             .map_err(fail)?;
-        items.push(Checked {
-            md5: md5_of(&part.bytes).await,
-            name,
-            part,
-        });
+        named.push((name, part));
     }
-    if items.is_empty() {
+    if named.is_empty() {
         return Err(fail(Error::BadRequest("no file in the upload".into())));
     }
+    let mut items = Vec::new();
     let mut probes = Vec::new();
-    for item in &items {
-        let (format, probe) = super::upload::validate_image(state, &item.part.bytes)
-            .await
-            .map_err(fail)?;
+    for (name, part) in named {
+        let (md5, valid) = super::upload::hash_and_validate(state, &part.bytes).await;
+        let (format, probe) = valid.map_err(fail)?;
         probes.push((format, Some((probe.width, probe.height))));
+        items.push(Checked { md5, name, part });
     }
     super::legacy::store_all(state, &items)
         .await

@@ -30,7 +30,7 @@ struct Component {
     ac_table: usize,
 }
 
-/// Huffman table per JPEG Annex C, with a 9-bit lookahead for the common short codes.
+/// Huffman table per JPEG Annex C, with an 11-bit lookahead for the common short codes.
 struct Huffman {
     /// `(len << 8) | symbol` for codes of at most `LOOKAHEAD` bits; 0 when longer.
     fast: [u16; 1 << LOOKAHEAD],
@@ -44,7 +44,7 @@ struct Huffman {
     values: Vec<u8>,
 }
 
-const LOOKAHEAD: u32 = 9;
+const LOOKAHEAD: u32 = 11;
 const AC_COEF: u16 = 1;
 const AC_EOB: u16 = 2;
 const AC_ZRL: u16 = 3;
@@ -115,6 +115,8 @@ struct Bits<'a> {
     n: u32,
     at_marker: bool,
     eof_padding: usize,
+    /// Zero bits appended after a marker was reached (consumed or not).
+    marker_padding: u32,
 }
 
 impl<'a> Bits<'a> {
@@ -126,6 +128,7 @@ impl<'a> Bits<'a> {
             n: 0,
             at_marker: false,
             eof_padding: 0,
+            marker_padding: 0,
         }
     }
 
@@ -149,6 +152,7 @@ impl<'a> Bits<'a> {
         }
         while self.n <= 56 {
             let byte = if self.at_marker {
+                self.marker_padding += 8;
                 0
             } else {
                 match self.data.get(self.pos) {
@@ -168,6 +172,7 @@ impl<'a> Bits<'a> {
                         }
                         _ => {
                             self.at_marker = true;
+                            self.marker_padding += 8;
                             0
                         }
                     },
@@ -228,6 +233,7 @@ impl<'a> Bits<'a> {
         self.acc = 0;
         self.n = 0;
         self.at_marker = false;
+        self.marker_padding = 0;
         while let Some(&b) = self.data.get(self.pos) {
             if b == 0xFF
                 && let Some(&m) = self.data.get(self.pos + 1)
@@ -254,6 +260,35 @@ fn be16(b: &[u8], at: usize) -> Option<usize> {
 
 /// Decodes `bytes` at 1/8 scale, or `None` when this fast path does not apply.
 pub(crate) fn decode(bytes: &[u8]) -> Option<DcImage> {
+    walk(bytes, true).map(|(image, _)| image)
+}
+
+/// True when `bytes` is a JPEG this decoder handles whose entropy-coded data is
+/// consistent from end to end: every block decodes with the file's Huffman tables, the last
+/// block ends within the final byte (padded with 1-bits, as the standard requires) and
+/// the EOI marker follows. A desynchronised or cut stream almost never lands exactly
+/// there. This is the upload check: the Huffman walk without pixels, colour conversion
+/// or resizing. `false` says nothing (the caller asks the general decoder).
+pub(crate) fn verify(bytes: &[u8]) -> bool {
+    let Some((_, mut bits)) = walk(bytes, false) else {
+        return false;
+    };
+    bits.refill();
+    if !bits.at_marker || bits.eof_padding > 0 {
+        return false;
+    }
+    // Bits loaded from the stream and not consumed: the final byte's padding only.
+    let Some(left) = bits.n.checked_sub(bits.marker_padding) else {
+        return false; // blocks read past the end of the data
+    };
+    let all_ones = left == 0 || bits.acc >> (64 - left) == (1u64 << left) - 1;
+    left < 8 && all_ones && bytes.get(bits.pos..bits.pos + 2) == Some(&[0xFF, 0xD9][..])
+}
+
+/// The decoder proper; with `pixels == false` it only walks the entropy-coded data (no
+/// planes, no colour conversion) and returns an empty image. Also returns the bit
+/// reader as it stands after the last block.
+fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, Bits<'_>)> {
     let mut quant_dc = [0i32; 4];
     let mut dc_tables: [Option<Huffman>; 4] = [None, None, None, None];
     let mut ac_tables: [Option<Huffman>; 4] = [None, None, None, None];
@@ -383,7 +418,8 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<DcImage> {
         .iter()
         .map(|c| {
             let pw = mcus_x * c.h;
-            (pw, vec![0u8; pw * mcus_y * c.v])
+            let len = if pixels { pw * mcus_y * c.v } else { 0 };
+            (pw, vec![0u8; len])
         })
         .collect();
 
@@ -449,18 +485,28 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<DcImage> {
 
     let out_w = width.div_ceil(8);
     let out_h = height.div_ceil(8);
+    if !pixels {
+        let empty = DcImage {
+            width: 0,
+            height: 0,
+            channels: 0,
+            data: Vec::new(),
+        };
+        return Some((empty, bits));
+    }
     if single {
         let (plane_w, plane) = &planes[0];
         let mut data = Vec::with_capacity(out_w * out_h);
         for y in 0..out_h {
             data.extend_from_slice(plane.get(y * plane_w..y * plane_w + out_w)?);
         }
-        return Some(DcImage {
+        let image = DcImage {
             width: u32::try_from(out_w).ok()?,
             height: u32::try_from(out_h).ok()?,
             channels: 1,
             data,
-        });
+        };
+        return Some((image, bits));
     }
     let mut data = Vec::with_capacity(out_w * out_h * 3);
     // Chroma planes may be subsampled: upsample with centred bilinear interpolation (like
@@ -501,12 +547,13 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<DcImage> {
             ]);
         }
     }
-    Some(DcImage {
+    let image = DcImage {
         width: u32::try_from(out_w).ok()?,
         height: u32::try_from(out_h).ok()?,
         channels: 3,
         data,
-    })
+    };
+    Some((image, bits))
 }
 
 #[cfg(test)]
@@ -613,6 +660,58 @@ mod tests {
             let _ = decode(&bytes[..cut]);
         }
         assert!(decode(&[0xFF, 0xD8, 0xFF, 0xD9]).is_none());
+    }
+
+    #[test]
+    fn verify_accepts_whole_streams_and_refuses_cut_or_scrambled_ones() {
+        let mut accepted = 0;
+        for (w, h) in [(640, 480), (333, 97), (8, 8), (1, 1), (96, 64)] {
+            for img in [testdata::gradient(w, h), testdata::noise(w, h)] {
+                let bytes = testdata::encode(&img, Format::Jpeg);
+                assert!(verify(&bytes), "{w}x{h} whole");
+                accepted += 1;
+                // Cut anywhere inside the entropy data: refused.
+                let scan_end = bytes.len() - 2;
+                for cut in [scan_end / 2, scan_end - 1, scan_end] {
+                    assert!(!verify(&bytes[..cut]), "{w}x{h} cut at {cut}");
+                }
+                // Trailing bytes after EOI are not our business.
+                let mut trailing = bytes.clone();
+                trailing.extend_from_slice(b"camera maker notes");
+                assert!(verify(&trailing), "{w}x{h} with trailing bytes");
+            }
+        }
+        assert_eq!(accepted, 10);
+        // Restart intervals.
+        let img = testdata::noise(200, 120).to_rgb8();
+        for interval in [1, 3] {
+            let mut bytes = Vec::new();
+            let mut enc = jpeg_encoder::Encoder::new(&mut bytes, 85);
+            enc.set_restart_interval(interval);
+            if let Err(e) = enc.encode(img.as_raw(), 200, 120, jpeg_encoder::ColorType::Rgb) {
+                panic!("encode: {e}");
+            }
+            assert!(verify(&bytes), "restart interval {interval}");
+        }
+        // One flipped byte in the middle of the entropy data desynchronises the stream:
+        // the walk no longer ends exactly at EOI (or hits an invalid code).
+        let bytes = testdata::encode(&testdata::noise(320, 240), Format::Jpeg);
+        let (mut refused, mut general_refused) = (0, 0);
+        let positions: Vec<usize> = (1..=40).map(|i| bytes.len() / 2 + i * 97).collect();
+        for &at in &positions {
+            let mut bad = bytes.clone();
+            bad[at] ^= 0x5A;
+            if bad[at] == 0xFF || bytes[at] == 0xFF {
+                continue;
+            }
+            refused += usize::from(!verify(&bad));
+            general_refused += usize::from(image::load_from_memory(&bad).is_err());
+        }
+        // Flips inside raw magnitude bits keep the stream in sync: no decoder can see them.
+        assert!(
+            refused >= 30 && refused >= general_refused,
+            "{refused} of 40 corruptions refused (general decoder: {general_refused})"
+        );
     }
 }
 

@@ -40,7 +40,7 @@ mod testdata;
 pub use format::{Format, sniff};
 pub use pool::{PoolEvent, PoolObserver, ResizePool};
 pub use probe::{MAX_FRAMES, Probe, probe};
-pub use resize::{Encoded, Fit, ResizeSpec, plan_output, resize, resize_reference};
+pub use resize::{Encoded, Fit, ResizeSpec, check_decodes, plan_output, resize, resize_reference};
 
 /// Why an image operation failed. Variant names double as metric labels (see [`Self::code`]).
 #[derive(thiserror::Error, Debug)]

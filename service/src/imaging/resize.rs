@@ -205,6 +205,33 @@ fn plan(sw: u32, sh: u32, spec: &ResizeSpec, limits: &Limits) -> Result<Plan, Im
     })
 }
 
+/// Checks that `bytes` (already sniffed as `format`, declaring `width`×`height`) really
+/// decode: a JPEG the DC-only decoder can walk to its EOI without a desync is accepted
+/// without decoding pixels (see `jpeg_dc::verify`); anything else goes through a
+/// thumbnail-sized resize, whose decoder reports truncated and corrupt data.
+///
+/// # Errors
+/// Whatever that resize returns.
+pub fn check_decodes(
+    bytes: &[u8],
+    format: Format,
+    width: u32,
+    height: u32,
+    limits: &Limits,
+) -> Result<(), ImagingError> {
+    if format == Format::Jpeg && super::jpeg_dc::verify(bytes) {
+        return Ok(());
+    }
+    let spec = ResizeSpec {
+        width: Some(width.clamp(1, 8)),
+        height: Some(height.clamp(1, 8)),
+        fit: Fit::Fill,
+        format: None,
+        quality: None,
+    };
+    resize(bytes, &spec, limits).map(|_| ())
+}
+
 /// Resizes `bytes` according to `spec`: pure and CPU-bound (call it from a blocking thread,
 /// e.g. through [`super::ResizePool`]). Applies EXIF orientation. Animated inputs yield their
 /// first frame.
