@@ -129,8 +129,8 @@ impl FeedState {
             let md5s = self
                 .tombstones
                 .iter()
-                .filter(|(_, m)| seen.insert(m.clone()))
-                .map(|(_, m)| m.clone())
+                .filter(|(_, m)| seen.insert(*m))
+                .map(|(_, m)| *m)
                 .collect();
             actions.push(Action::Sweep(md5s));
         }
@@ -266,7 +266,7 @@ mod tests {
         assert_eq!(f.since(), Some(0));
         let a = Md5Hex::of(b"a");
         let acts = f.on_success(t0 + Duration::from_secs(1), &changes("e", 1, &[&a]));
-        assert_eq!(acts, [Action::Sweep(vec![a.clone()])]);
+        assert_eq!(acts, [Action::Sweep(vec![a])]);
         assert_eq!(f.since(), Some(1));
         // Swept again while within the window (in-flight loads).
         let acts = f.on_success(t0 + Duration::from_secs(5), &changes("e", 1, &[]));

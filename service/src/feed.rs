@@ -90,7 +90,7 @@ impl ChangeFeed {
         let mut log = self.lock();
         log.seq += 1;
         let seq = log.seq;
-        log.entries.push_back((seq, md5.clone()));
+        log.entries.push_back((seq, *md5));
         while log.entries.len() > self.capacity {
             log.entries.pop_front();
         }

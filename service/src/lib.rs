@@ -19,7 +19,10 @@
 //! - [`feed`]: the server's bounded change feed of deletes, polled by agents.
 //! - [`agent`]: the agent's feed loop (cache invalidation, readiness).
 //!
-//! [`serve`] runs a router on a listener until a shutdown future resolves.
+//! - [`io_threads`]: one current-thread runtime per core that serves connections.
+//!
+//! [`serve`] runs the application on a listener until a shutdown future resolves:
+//! connections are accepted here and dealt round-robin to the [`io_threads`].
 
 pub mod agent;
 pub mod cache;

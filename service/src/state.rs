@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::SystemTime;
 
+use axum::http::HeaderValue;
 use bytes::Bytes;
 
 use crate::cache::{Cache, CacheKey, Weigh};
@@ -49,18 +50,51 @@ impl CacheKey for ImageKey {
     }
 }
 
-/// A cached image (original or variant) with what its response headers need.
+/// A cached image (original or variant) with its response headers prebuilt: a cache hit
+/// clones reference-counted values instead of formatting dates and tags per request.
 #[derive(Debug, Clone)]
 pub struct CachedImage {
     pub bytes: Bytes,
     pub format: Format,
     pub name: FileName,
     pub modified: SystemTime,
+    pub headers: ImageHeaders,
+}
+
+/// The per-image response header values.
+#[derive(Debug, Clone)]
+pub struct ImageHeaders {
+    pub etag: HeaderValue,
+    pub last_modified: HeaderValue,
+    /// Of the whole image (a range answer computes its own).
+    pub content_length: HeaderValue,
+}
+
+impl ImageHeaders {
+    pub fn new(etag: HeaderValue, modified: SystemTime, len: usize) -> Self {
+        Self {
+            etag,
+            last_modified: http_date(modified),
+            content_length: HeaderValue::from(len),
+        }
+    }
+}
+
+/// `modified` as an HTTP date header value.
+pub fn http_date(modified: SystemTime) -> HeaderValue {
+    HeaderValue::from_str(&httpdate::fmt_http_date(modified))
+        .unwrap_or(HeaderValue::from_static("Thu, 01 Jan 1970 00:00:00 GMT"))
 }
 
 impl Weigh for CachedImage {
     fn weight(&self) -> usize {
-        self.bytes.len() + self.name.as_str().len() + 64
+        let h = &self.headers;
+        self.bytes.len()
+            + self.name.as_str().len()
+            + h.etag.len()
+            + h.last_modified.len()
+            + h.content_length.len()
+            + 128
     }
 }
 

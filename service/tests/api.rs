@@ -261,7 +261,7 @@ async fn v1_conflict_is_409() {
     app.state
         .origin
         .put(
-            md5.clone(),
+            md5,
             sis::store::FileName::parse("x.png").unwrap(),
             Bytes::from(png(12, 12, 5)),
         )

@@ -7,8 +7,10 @@
 //! boxes its future on every request, which on a cached-image hit cost more than the
 //! handler itself.
 
+use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
+use std::io::Write;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
@@ -95,24 +97,33 @@ impl App {
         gauge.inc();
         let _in_flight = InFlight(gauge);
         let start = Instant::now();
-        let span = tracing::info_span!("request", request_id = ?request_id);
-        // The route template is known once the router has matched: `TagRoute` reports it
-        // back through the response extensions.
-        let run = self.routes.clone().oneshot(req);
-        let run = REQUEST_ID.scope(request_id.clone(), run.instrument(span.clone()));
-        let mut resp = if has_body {
-            match tokio::time::timeout(self.opts.body_deadline, run).await {
-                Ok(r) => r.unwrap_or_else(|e| match e {}),
-                Err(_) => body_timeout(self.opts.body_deadline, v1),
-            }
-        } else {
-            run.await.unwrap_or_else(|e| match e {})
+        let span = tracing::info_span!(
+            "request",
+            request_id = request_id.to_str().unwrap_or_default()
+        );
+        let run = self.routes.clone().oneshot(req).instrument(span.clone());
+        let deadline = has_body.then_some(self.opts.body_deadline);
+        let scope = RequestScope {
+            id: request_id.clone(),
+            route: RefCell::new(None),
         };
+        // The route template is known only once the router has matched: `TagRoute` leaves
+        // it in the request's scope, read back before the scope ends.
+        let (mut resp, matched) = REQUEST
+            .scope(scope, async move {
+                let resp = match deadline {
+                    Some(limit) => match tokio::time::timeout(limit, run).await {
+                        Ok(r) => r.unwrap_or_else(|e| match e {}),
+                        Err(_) => body_timeout(limit, v1),
+                    },
+                    None => run.await.unwrap_or_else(|e| match e {}),
+                };
+                let matched = REQUEST.with(|r| r.route.take());
+                (resp, matched)
+            })
+            .await;
         let elapsed = start.elapsed();
-        let route = resp
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str);
+        let route = matched.as_ref().map_or("unmatched", MatchedPath::as_str);
         let status = resp.status();
         let resp_bytes = resp
             .body()
@@ -178,9 +189,9 @@ where
     }
 }
 
-/// Copies the matched route template (`MatchedPath`, known only inside the router) into
-/// the response, where [`App::handle`] labels metrics and the log line with it. Added with
-/// `route_layer`, so unmatched requests (the fallback) have none.
+/// Leaves the matched route template (`MatchedPath`, known only inside the router) in the
+/// request's scope, where [`App::handle`] labels metrics and the log line with it. Added
+/// with `route_layer`, so unmatched requests (the fallback) have none.
 #[derive(Clone)]
 pub(super) struct TagRoute<S>(S);
 
@@ -196,27 +207,22 @@ impl<S> tower::Layer<S> for TagRouteLayer {
 
 impl<S> tower::Service<Request> for TagRoute<S>
 where
-    S: tower::Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
+    S: tower::Service<Request>,
 {
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
         self.0.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
-        let matched = req.extensions().get::<MatchedPath>().cloned();
-        let fut = self.0.call(req);
-        Box::pin(async move {
-            let mut resp = fut.await?;
-            if let Some(m) = matched {
-                resp.extensions_mut().insert(m);
-            }
-            Ok(resp)
-        })
+        if let Some(m) = req.extensions().get::<MatchedPath>() {
+            // Outside a request scope (not through `App`) there is nobody to tell.
+            let _ = REQUEST.try_with(|r| *r.route.borrow_mut() = Some(m.clone()));
+        }
+        self.0.call(req)
     }
 }
 
@@ -267,14 +273,20 @@ fn body_timeout(limit: Duration, v1: bool) -> Response {
 
 static REQUEST_SEQ: AtomicU64 = AtomicU64::new(0);
 
+/// What the edge knows of the request a task is serving.
+struct RequestScope {
+    id: HeaderValue,
+    /// Set by [`TagRoute`] once the router has matched.
+    route: RefCell<Option<MatchedPath>>,
+}
+
 tokio::task_local! {
-    /// The request id of the request being served.
-    static REQUEST_ID: HeaderValue;
+    static REQUEST: RequestScope;
 }
 
 /// The id of the request this task is serving, to forward upstream.
 pub fn current_request_id() -> Option<HeaderValue> {
-    REQUEST_ID.try_with(HeaderValue::clone).ok()
+    REQUEST.try_with(|r| r.id.clone()).ok()
 }
 
 /// The client's `X-Request-Id` when it is sane (visible ASCII, at most 128 bytes), else
@@ -292,8 +304,16 @@ fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0);
-    let id = format!("{:x}-{seq:x}", t ^ (u64::from(std::process::id()) << 40));
-    HeaderValue::from_str(&id).unwrap_or(HeaderValue::from_static("-"))
+    // Formatted on the stack: at most 16 + 1 + 16 hex digits.
+    let mut buf = [0u8; 40];
+    let mut out = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(
+        out,
+        "{:x}-{seq:x}",
+        t ^ (u64::from(std::process::id()) << 40)
+    );
+    let len = usize::try_from(out.position()).unwrap_or(0);
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("-"))
 }
 
 struct InFlight(prometheus::IntGauge);

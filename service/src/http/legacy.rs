@@ -2,6 +2,8 @@
 //! `/full_down`, `/stretch_simple_down`, `/stretch_full_down`. Errors answer the
 //! legacy plain-text bodies (see [`crate::error`]).
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::extract::{Request, State};
 use axum::http::{HeaderValue, header};
@@ -87,7 +89,7 @@ pub(crate) async fn store_all(state: &AppState, items: &[Checked]) -> Result<(),
     for item in items {
         let outcome = state
             .origin
-            .put(item.md5.clone(), item.name.clone(), item.part.bytes.clone())
+            .put(item.md5, item.name.clone(), item.part.bytes.clone())
             .await?;
         record_put(state, outcome);
     }
@@ -206,13 +208,13 @@ async fn derect_up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response,
     Ok(r)
 }
 
-fn md5_param(pairs: &[(String, String)]) -> Result<Md5Hex, Error> {
+fn md5_param(pairs: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<Md5Hex, Error> {
     query_get(pairs, "md5")
         .and_then(Md5Hex::parse)
         .ok_or(Error::InvalidMd5)
 }
 
-fn name_param(pairs: &[(String, String)]) -> Result<FileName, Error> {
+fn name_param(pairs: &[(Cow<'_, str>, Cow<'_, str>)]) -> Result<FileName, Error> {
     let raw = query_get(pairs, "file_name").ok_or(Error::NotFound)?;
     FileName::parse(raw).map_err(|_| Error::NotFound)
 }
@@ -243,7 +245,7 @@ async fn download(state: AppState, req: Request, with_name: bool, stretch: bool)
             .await
         } else {
             let img = serve::load_original(&state, &md5, name.as_ref()).await?;
-            serve::original_response(&req.headers, &img, &md5)
+            serve::original_response(&req.headers, &img)
         }
     }
     .await;

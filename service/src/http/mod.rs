@@ -13,6 +13,8 @@ mod serve;
 pub mod upload;
 mod v1;
 
+use std::borrow::Cow;
+
 use axum::Router;
 use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
@@ -90,8 +92,9 @@ pub(crate) fn authorize(state: &AppState, headers: &HeaderMap) -> Result<(), Err
 }
 
 /// Decodes a query string the way Go's `url.ParseQuery` does (`+` is a space, `%XX`
-/// escapes), accepting raw UTF-8. The first value of a key wins.
-pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
+/// escapes), accepting raw UTF-8. The first value of a key wins. Components without
+/// escapes are borrowed, not copied.
+pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(Cow<'_, str>, Cow<'_, str>)> {
     let Some(q) = query else {
         return Vec::new();
     };
@@ -104,18 +107,27 @@ pub(crate) fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
         .collect()
 }
 
-fn decode_component(s: &str) -> String {
+fn decode_component(s: &str) -> Cow<'_, str> {
+    if !s.contains(['+', '%']) {
+        return Cow::Borrowed(s);
+    }
     let plus = s.replace('+', " ");
-    percent_encoding::percent_decode_str(&plus)
-        .decode_utf8_lossy()
-        .into_owned()
+    Cow::Owned(
+        percent_encoding::percent_decode_str(&plus)
+            .decode_utf8_lossy()
+            .into_owned(),
+    )
 }
 
-pub(crate) fn query_get<'a>(pairs: &'a [(String, String)], key: &str) -> Option<&'a str> {
+/// The first value of `key`.
+pub(crate) fn query_get<'a, K: AsRef<str>, V: AsRef<str>>(
+    pairs: &'a [(K, V)],
+    key: &str,
+) -> Option<&'a str> {
     pairs
         .iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
+        .find(|(k, _)| k.as_ref() == key)
+        .map(|(_, v)| v.as_ref())
 }
 
 /// The answer to an upload whose `Content-Length` is over the limit, sent before

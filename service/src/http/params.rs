@@ -67,7 +67,11 @@ pub fn canonical(spec: &ResizeSpec) -> String {
     )
 }
 
-fn side(pairs: &[(String, String)], key: &str, limits: &Limits) -> Result<Option<u32>, Error> {
+fn side<K: AsRef<str>, V: AsRef<str>>(
+    pairs: &[(K, V)],
+    key: &str,
+    limits: &Limits,
+) -> Result<Option<u32>, Error> {
     let Some(raw) = query_get(pairs, key) else {
         return Ok(None);
     };
@@ -100,7 +104,10 @@ fn check_area(w: Option<u32>, h: Option<u32>, limits: &Limits) -> Result<(), Err
 ///
 /// # Errors
 /// [`Error::InvalidParams`] (answered 404 on the legacy surface).
-pub fn legacy_size(pairs: &[(String, String)], limits: &Limits) -> Result<ResizeSpec, Error> {
+pub fn legacy_size<K: AsRef<str>, V: AsRef<str>>(
+    pairs: &[(K, V)],
+    limits: &Limits,
+) -> Result<ResizeSpec, Error> {
     let w = side(pairs, "w", limits)?.ok_or_else(|| Error::InvalidParams("w missing".into()))?;
     let h = side(pairs, "h", limits)?.ok_or_else(|| Error::InvalidParams("h missing".into()))?;
     check_area(Some(w), Some(h), limits)?;
@@ -117,7 +124,10 @@ pub fn legacy_size(pairs: &[(String, String)], limits: &Limits) -> Result<Resize
 ///
 /// # Errors
 /// [`Error::InvalidParams`] for out-of-range or unknown values.
-pub fn v1(pairs: &[(String, String)], limits: &Limits) -> Result<Option<V1Params>, Error> {
+pub fn v1<K: AsRef<str>, V: AsRef<str>>(
+    pairs: &[(K, V)],
+    limits: &Limits,
+) -> Result<Option<V1Params>, Error> {
     let width = side(pairs, "w", limits)?;
     let height = side(pairs, "h", limits)?;
     check_area(width, height, limits)?;
@@ -158,7 +168,7 @@ pub fn v1(pairs: &[(String, String)], limits: &Limits) -> Result<Option<V1Params
 mod tests {
     use super::*;
 
-    fn q(s: &str) -> Vec<(String, String)> {
+    fn q(s: &str) -> Vec<(std::borrow::Cow<'_, str>, std::borrow::Cow<'_, str>)> {
         super::super::query_pairs(Some(s))
     }
 

@@ -11,7 +11,7 @@ use bytes::Bytes;
 
 use crate::error::Error;
 use crate::imaging::{self, ImagingError, ResizeSpec};
-use crate::state::{AppState, CachedImage, ImageKey};
+use crate::state::{AppState, CachedImage, ImageHeaders, ImageKey};
 use crate::store::{FileName, Md5Hex};
 
 const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
@@ -26,7 +26,7 @@ pub async fn load_original(
     name: Option<&FileName>,
 ) -> Result<CachedImage, Error> {
     let key = ImageKey::Original {
-        md5: md5.clone(),
+        md5: *md5,
         name: name.cloned(),
     };
     state
@@ -34,21 +34,38 @@ pub async fn load_original(
         .get_or_load(key, || async {
             let obj = state.origin.get(md5, name).await?.ok_or(Error::NotFound)?;
             let format = imaging::sniff(&obj.bytes).ok_or(Error::UnsupportedMedia)?;
+            let headers = ImageHeaders::new(original_etag(md5), obj.modified, obj.bytes.len());
             Ok(CachedImage {
                 bytes: obj.bytes,
                 format,
                 name: obj.name,
                 modified: obj.modified,
+                headers,
             })
         })
         .await
 }
 
-fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
+/// The ETag of an original: its MD5, quoted.
+fn original_etag(md5: &Md5Hex) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{md5}\"")).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+/// The ETag of a variant: MD5 plus a hash of the resolved name and the canonical
+/// parameters.
+fn variant_etag(md5: &Md5Hex, name: &FileName, params: &str) -> HeaderValue {
+    let tag = format!("\"{md5}-{}\"", short_hash(&format!("{name}|{params}")));
+    HeaderValue::from_str(&tag).unwrap_or(HeaderValue::from_static("\"\""))
+}
+
+fn etag_matches(headers: &HeaderMap, etag: &HeaderValue) -> bool {
     let Some(inm) = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok())
     else {
+        return false;
+    };
+    let Ok(etag) = etag.to_str() else {
         return false;
     };
     inm.split(',')
@@ -76,23 +93,19 @@ fn not_modified_since(headers: &HeaderMap, modified: SystemTime) -> bool {
     secs(modified) <= secs(ims)
 }
 
-fn base_headers(h: &mut HeaderMap, etag: &str, modified: SystemTime) {
-    if let Ok(v) = HeaderValue::from_str(etag) {
-        h.insert(header::ETAG, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&httpdate::fmt_http_date(modified)) {
-        h.insert(header::LAST_MODIFIED, v);
-    }
+fn base_headers(h: &mut HeaderMap, etag: &HeaderValue, last_modified: &HeaderValue) {
+    h.insert(header::ETAG, etag.clone());
+    h.insert(header::LAST_MODIFIED, last_modified.clone());
     h.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static(CACHE_CONTROL),
     );
 }
 
-fn not_modified(etag: &str, modified: SystemTime, vary: bool) -> Response {
+fn not_modified(etag: &HeaderValue, last_modified: &HeaderValue, vary: bool) -> Response {
     let mut r = Response::new(Body::empty());
     *r.status_mut() = StatusCode::NOT_MODIFIED;
-    base_headers(r.headers_mut(), etag, modified);
+    base_headers(r.headers_mut(), etag, last_modified);
     if vary {
         r.headers_mut()
             .insert(header::VARY, HeaderValue::from_static("Accept"));
@@ -133,14 +146,10 @@ fn parse_range(value: &str, len: u64) -> Option<Result<(u64, u64), ()>> {
 ///
 /// # Errors
 /// [`Error::RangeNotSatisfiable`].
-pub fn original_response(
-    headers: &HeaderMap,
-    img: &CachedImage,
-    md5: &Md5Hex,
-) -> Result<Response, Error> {
-    let etag = format!("\"{md5}\"");
-    if etag_matches(headers, &etag) || not_modified_since(headers, img.modified) {
-        return Ok(not_modified(&etag, img.modified, false));
+pub fn original_response(headers: &HeaderMap, img: &CachedImage) -> Result<Response, Error> {
+    let h = &img.headers;
+    if etag_matches(headers, &h.etag) || not_modified_since(headers, img.modified) {
+        return Ok(not_modified(&h.etag, &h.last_modified, false));
     }
     let len = img.bytes.len() as u64;
     let range = headers
@@ -156,7 +165,7 @@ pub fn original_response(
         ),
         None => (StatusCode::OK, img.bytes.clone(), None),
     };
-    let mut r = bytes_response(status, body, img, &etag, false);
+    let mut r = bytes_response(status, body, img, false);
     r.headers_mut()
         .insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
     if let Some(cr) = content_range.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -165,23 +174,23 @@ pub fn original_response(
     Ok(r)
 }
 
-fn bytes_response(
-    status: StatusCode,
-    body: Bytes,
-    img: &CachedImage,
-    etag: &str,
-    vary: bool,
-) -> Response {
+/// `body` is `img.bytes` or a range of it.
+fn bytes_response(status: StatusCode, body: Bytes, img: &CachedImage, vary: bool) -> Response {
     let len = body.len();
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = status;
     let h = r.headers_mut();
-    base_headers(h, etag, img.modified);
+    base_headers(h, &img.headers.etag, &img.headers.last_modified);
     h.insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(img.format.mime()),
     );
-    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let content_length = if len == img.bytes.len() {
+        img.headers.content_length.clone()
+    } else {
+        HeaderValue::from(len)
+    };
+    h.insert(header::CONTENT_LENGTH, content_length);
     if vary {
         h.insert(header::VARY, HeaderValue::from_static("Accept"));
     }
@@ -214,17 +223,20 @@ pub async fn variant_response(
     vary: bool,
 ) -> Result<Response, Error> {
     let original = load_original(state, md5, name).await?;
-    let etag = format!(
-        "\"{md5}-{}\"",
-        short_hash(&format!("{}|{params}", original.name))
-    );
-    if etag_matches(headers, &etag) || not_modified_since(headers, original.modified) {
-        return Ok(not_modified(&etag, original.modified, vary));
+    // Conditional requests are answered before any image work; the tag is only built
+    // when one is asked (a cached variant carries its own).
+    if headers.contains_key(header::IF_NONE_MATCH)
+        || headers.contains_key(header::IF_MODIFIED_SINCE)
+    {
+        let etag = variant_etag(md5, &original.name, &params);
+        if etag_matches(headers, &etag) || not_modified_since(headers, original.modified) {
+            return Ok(not_modified(&etag, &original.headers.last_modified, vary));
+        }
     }
     let key = ImageKey::Variant {
-        md5: md5.clone(),
+        md5: *md5,
         name: name.cloned(),
-        params,
+        params: params.clone(),
     };
     let variant = state
         .cache
@@ -243,6 +255,7 @@ pub async fn variant_response(
                 Err(_) => {}
             }
             let enc = res?;
+            let etag = variant_etag(md5, &original.name, &params);
             Ok(CachedImage {
                 // The encoder's buffer grew by doubling; the cache weighs `len()`, so keep
                 // an exact-size copy (a few KB once per variant) rather than the slack.
@@ -250,6 +263,11 @@ pub async fn variant_response(
                 format: enc.format,
                 name: original.name.clone(),
                 modified: original.modified,
+                headers: ImageHeaders {
+                    etag,
+                    last_modified: original.headers.last_modified.clone(),
+                    content_length: HeaderValue::from(enc.bytes.len()),
+                },
             })
         })
         .await?;
@@ -257,7 +275,6 @@ pub async fn variant_response(
         StatusCode::OK,
         variant.bytes.clone(),
         &variant,
-        &etag,
         vary,
     ))
 }
@@ -284,9 +301,9 @@ mod tests {
             header::IF_NONE_MATCH,
             HeaderValue::from_static("\"a\", W/\"b\""),
         );
-        assert!(etag_matches(&h, "\"a\""));
-        assert!(etag_matches(&h, "\"b\""));
-        assert!(!etag_matches(&h, "\"c\""));
+        assert!(etag_matches(&h, &HeaderValue::from_static("\"a\"")));
+        assert!(etag_matches(&h, &HeaderValue::from_static("\"b\"")));
+        assert!(!etag_matches(&h, &HeaderValue::from_static("\"c\"")));
         assert_eq!(short_hash("x"), short_hash("x"));
         assert_ne!(short_hash("x"), short_hash("y"));
     }

@@ -4,7 +4,7 @@
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Request, State};
-use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use percent_encoding::utf8_percent_encode;
@@ -59,7 +59,8 @@ async fn upload(State(state): State<AppState>, req: Request) -> Response {
 
 async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Response> {
     let fail = |e: Error| Failure::v1(e).into_response();
-    let pairs = query_pairs(req.uri().query());
+    let uri = req.uri().clone();
+    let pairs = query_pairs(uri.query());
     let parts = if is_multipart(req.headers()) {
         super::legacy::read_upload(state, req, Failure::v1).await?
     } else {
@@ -156,7 +157,7 @@ async fn get_image(
     match params::v1(&pairs, &state.limits)? {
         None => {
             let img = serve::load_original(state, &md5, name.as_ref()).await?;
-            serve::original_response(headers, &img, &md5)
+            serve::original_response(headers, &img)
         }
         Some(p) => {
             let accepts_webp = headers
@@ -171,22 +172,22 @@ async fn get_image(
     }
 }
 
+// The request is taken whole (not `HeaderMap` + `Uri` extractors, which clone them):
+// these are the hot read paths.
 async fn get_first(
     State(state): State<AppState>,
     Path(md5): Path<String>,
-    uri: Uri,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, Failure> {
-    Ok(get_image(&state, &headers, uri.query(), &md5, None).await?)
+    Ok(get_image(&state, req.headers(), req.uri().query(), &md5, None).await?)
 }
 
 async fn get_named(
     State(state): State<AppState>,
     Path((md5, name)): Path<(String, String)>,
-    uri: Uri,
-    headers: HeaderMap,
+    req: Request,
 ) -> Result<Response, Failure> {
-    Ok(get_image(&state, &headers, uri.query(), &md5, Some(&name)).await?)
+    Ok(get_image(&state, req.headers(), req.uri().query(), &md5, Some(&name)).await?)
 }
 
 #[derive(Serialize)]

@@ -5,6 +5,7 @@
 //! module does no I/O.
 
 use std::fmt;
+use std::sync::Arc;
 
 use percent_encoding::percent_decode_str;
 
@@ -19,40 +20,45 @@ pub const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_AL
     .remove(b'_')
     .remove(b'~');
 
-/// An MD5 digest as 32 lower-case hex characters.
-#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Md5Hex(String);
+/// An MD5 digest as 32 lower-case hex characters, held inline: it is part of every
+/// cache key, and copying 32 bytes is cheaper than allocating a `String` per lookup.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Md5Hex([u8; 32]);
 
 impl Md5Hex {
     /// Parses 32 hex digits; upper case is accepted and normalised to lower case.
     pub fn parse(s: &str) -> Option<Self> {
-        if s.len() == 32 && s.bytes().all(|b| b.is_ascii_hexdigit()) {
-            Some(Self(s.to_ascii_lowercase()))
-        } else {
-            None
-        }
+        let bytes: [u8; 32] = s.as_bytes().try_into().ok()?;
+        bytes
+            .iter()
+            .all(u8::is_ascii_hexdigit)
+            .then(|| Self(bytes.map(|b| b.to_ascii_lowercase())))
     }
 
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Self {
         use md5::Digest;
-        Self(hex::encode(md5::Md5::digest(bytes)))
+        let mut hex = [0u8; 32];
+        // 16 bytes always encode to exactly 32 hex digits.
+        let _ = hex::encode_to_slice(md5::Md5::digest(bytes), &mut hex);
+        Self(hex)
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        // Only ASCII hex digits are ever stored.
+        std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
 impl fmt::Display for Md5Hex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(self.as_str())
     }
 }
 
 impl fmt::Debug for Md5Hex {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Md5Hex({})", self.0)
+        write!(f, "Md5Hex({})", self.as_str())
     }
 }
 
@@ -67,9 +73,10 @@ pub enum NameError {
     NotBaseName,
 }
 
-/// A user-supplied file name that is a bare base name of at most 50 bytes.
+/// A user-supplied file name that is a bare base name of at most 50 bytes. Shared, not
+/// copied, when cloned (cache keys and cached entries carry it).
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileName(String);
+pub struct FileName(Arc<str>);
 
 /// Prefix of every name file on disk, so no name is ever a reserved device name
 /// or starts with a dot.
@@ -90,7 +97,7 @@ impl FileName {
         if s == "." || s == ".." || s.chars().any(|c| c == '/' || c == '\\' || c.is_control()) {
             return Err(NameError::NotBaseName);
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(Arc::from(s)))
     }
 
     pub fn as_str(&self) -> &str {

@@ -109,7 +109,7 @@ impl Origin {
             Origin::Local(d) => d,
             Origin::Upstream(u) => return Ok(u.names(md5).await?),
         };
-        let md5 = md5.clone();
+        let md5 = *md5;
         Self::blocking(d, move |s| s.names(&md5)).await
     }
 
@@ -126,7 +126,7 @@ impl Origin {
             Origin::Local(d) => d,
             Origin::Upstream(u) => return Ok(u.get(md5, name).await?),
         };
-        let md5 = md5.clone();
+        let md5 = *md5;
         let name = name.cloned();
         Self::blocking(d, move |s| {
             let name = match name {
@@ -158,7 +158,7 @@ impl Origin {
             Origin::Local(d) => d,
             Origin::Upstream(u) => return Ok(u.delete(md5, name).await?),
         };
-        let md5 = md5.clone();
+        let md5 = *md5;
         let name = name.cloned();
         Self::blocking(d, move |s| s.delete(&md5, name.as_ref())).await
     }
