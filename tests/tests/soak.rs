@@ -142,10 +142,10 @@ async fn soak_mixed_workload_through_agent_stays_within_memory_budget() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(60);
     let data = tempfile::tempdir().unwrap();
-    // The processes run as the container image runs them: with glibc limited to two malloc
-    // arenas (`ENV MALLOC_ARENA_MAX=2` in the Dockerfile). Without it, glibc's per-thread
-    // arenas keep freed image buffers resident and the agent measured 130-141 MiB here.
-    let env = [("MALLOC_ARENA_MAX", "2")];
+    // No MALLOC_ARENA_MAX in the environment: `sis` limits glibc to two malloc arenas
+    // itself. With glibc's default (an arena per thread) freed image buffers stayed resident
+    // and the agent measured 130-141 MiB here.
+    let env: [(&str, &str); 0] = [];
     let data_dir = data.path().display().to_string();
     let server = Sis::start_with_env(
         [

@@ -12,6 +12,7 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
@@ -29,7 +30,7 @@ use super::upload::UploadLimits;
 use crate::error::{Error, Failure};
 use crate::state::AppState;
 
-/// Per-connection-independent settings of the edge.
+/// Settings of the edge (from [`crate::ServeOptions`]).
 #[derive(Debug, Clone, Copy)]
 pub struct EdgeOptions {
     /// A request with a body must be handled within this long (body included) or it
@@ -55,14 +56,18 @@ pub struct App {
     routes: Router,
     state: AppState,
     opts: EdgeOptions,
+    /// `sis_http_requests_in_flight` for this mode, resolved once.
+    in_flight: prometheus::IntGauge,
 }
 
 impl App {
     pub fn new(state: AppState, opts: EdgeOptions) -> Self {
+        let in_flight = state.metrics.http_in_flight.with_label_values(&[state.mode]);
         Self {
             routes: super::router(state.clone()),
             state,
             opts,
+            in_flight,
         }
     }
 
@@ -93,9 +98,8 @@ impl App {
         let v1 = req.uri().path().starts_with("/v1/");
         let state = &self.state;
         let m = &state.metrics;
-        let gauge = m.http_in_flight.with_label_values(&[state.mode]);
-        gauge.inc();
-        let _in_flight = InFlight(gauge);
+        self.in_flight.inc();
+        let _in_flight = InFlight(self.in_flight.clone());
         let start = Instant::now();
         let span = tracing::info_span!(
             "request",
@@ -290,7 +294,7 @@ pub fn current_request_id() -> Option<HeaderValue> {
 }
 
 /// The client's `X-Request-Id` when it is sane (visible ASCII, at most 128 bytes), else
-/// a new one: process start-time-ish bits and a sequence number, unique per process.
+/// a new one: this process's tag (start time and pid, fixed once) and a sequence number.
 fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
     if let Some(v) = given
         && !v.is_empty()
@@ -299,19 +303,20 @@ fn request_id(given: Option<&HeaderValue>) -> HeaderValue {
     {
         return v.clone();
     }
+    static PROCESS_TAG: OnceLock<u64> = OnceLock::new();
+    // Not per request: `getpid` is a system call.
+    let tag = *PROCESS_TAG.get_or_init(|| {
+        let t = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map(|d| d.as_micros() as u64)
+            .unwrap_or(0);
+        t ^ (u64::from(std::process::id()) << 40)
+    });
     let seq = REQUEST_SEQ.fetch_add(1, Ordering::Relaxed);
-    let t = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0);
     // Formatted on the stack: at most 16 + 1 + 16 hex digits.
     let mut buf = [0u8; 40];
     let mut out = std::io::Cursor::new(&mut buf[..]);
-    let _ = write!(
-        out,
-        "{:x}-{seq:x}",
-        t ^ (u64::from(std::process::id()) << 40)
-    );
+    let _ = write!(out, "{tag:x}-{seq:x}");
     let len = usize::try_from(out.position()).unwrap_or(0);
     HeaderValue::from_bytes(&buf[..len]).unwrap_or(HeaderValue::from_static("-"))
 }
