@@ -221,22 +221,37 @@ record_status() { # scenario target conc status
     "$(tr '\n' ' ' <<<"$4" | sed 's/["\\]//g')" >>"$RESULTS"
 }
 
-record_json() { # scenario target conc json
-  printf '{"scenario":"%s","target":"%s","conc":%s,"result":%s}\n' "$1" "$2" "$3" "$4" >>"$RESULTS"
+record_json() { # scenario target conc json [cpu_us]
+  printf '{"scenario":"%s","target":"%s","conc":%s,"result":%s,"cpu_us":%s}\n' "$1" "$2" "$3" "$4" \
+    "${5:-null}" >>"$RESULTS"
+}
+
+# The processes whose CPU time a target's run is charged with (their trees: nginx and
+# thumbor workers are children). The agent's runs also pay for the server behind it.
+target_pids() { # target
+  case $1 in
+    sis) echo "${SIS_PID:-}" ;;
+    nginx*) echo "${NGINX_PID:-}" ;;
+    thumbor) echo "${THUMBOR_PID:-}" ;;
+    agent) echo "${AGENT_PID:-} ${SIS_PID:-}" ;;
+  esac
 }
 
 # run_wrk SCENARIO TARGET CONC SCRIPT URL [VAR=VALUE...]
 run_wrk() {
   local scen=$1 target=$2 conc=$3 script=$4 url=$5
   shift 5
-  local threads=$((conc < NPROC ? conc : NPROC)) out json
+  local threads=$((conc < NPROC ? conc : NPROC)) out json pids cpu0="" cpu1=""
   ((${#SETTLE_PIDS[@]})) && python3 "$LIB/procs.py" settle "${SETTLE_PIDS[@]}"
   log "scenario $scen: $target c=$conc ${DUR}s $url"
+  pids=$(target_pids "$target")
+  [[ -n ${pids// /} ]] && cpu0=$(python3 "$LIB/procs.py" cpu $pids)
   out=$(env "$@" BENCH_LUA_DIR="$BENCH_DIR/lua" BENCH_THREADS="$threads" \
     wrk -t"$threads" -c"$conc" -d"${DUR}s" --timeout 30s -s "$BENCH_DIR/lua/$script" "$url" 2>&1) || true
+  [[ -n $cpu0 ]] && cpu1=$(python3 "$LIB/procs.py" cpu $pids)
   json=$(sed -n 's/^BENCHJSON //p' <<<"$out" | tail -1)
   if [[ -n $json ]]; then
-    record_json "$scen" "$target" "$conc" "$json"
+    record_json "$scen" "$target" "$conc" "$json" "$([[ -n $cpu1 ]] && echo $((cpu1 - cpu0)))"
   else
     record_status "$scen" "$target" "$conc" "failed: $(tail -3 <<<"$out")"
   fi

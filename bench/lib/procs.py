@@ -6,6 +6,7 @@
                             (< 5% of one core over 0.5 s): a peer still chewing on
                             requests queued by the last run must not steal CPU from the next
   procs.py hwm PID          peak RSS (VmHWM) of PID in KiB
+  procs.py cpu PID...       CPU time (user + system) of the process trees of PIDs, in us
 """
 
 import os
@@ -86,3 +87,6 @@ if __name__ == "__main__":
         settle([int(a) for a in args])
     elif cmd == "hwm":
         hwm(int(args[0]))
+    elif cmd == "cpu":
+        ticks = cpu(tree([int(a) for a in args]))
+        print(ticks * 1_000_000 // os.sysconf("SC_CLK_TCK"))

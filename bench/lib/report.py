@@ -55,18 +55,28 @@ def fmt_ms(us):
     return f"{us / 1000:.1f}" if us >= 1000 else f"{us / 1000:.2f}"
 
 
+def cpu_per_request(r):
+    """Target CPU time (its process trees, user + system) per completed request, in us;
+    also counts work on requests still in flight when the run ended, so slow targets
+    are charged a little extra."""
+    res, cpu = r.get("result"), r.get("cpu_us")
+    if not res or cpu is None or not res["requests"]:
+        return ""
+    return f"{cpu / res['requests']:.0f}"
+
+
 def table(rows):
-    out = ["| scenario | target | conc | req/s | p50 ms | p99 ms | errors | requests |",
-           "|---|---|---:|---:|---:|---:|---:|---:|"]
+    out = ["| scenario | target | conc | req/s | p50 ms | p99 ms | errors | requests | CPU µs/req |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
         res = r.get("result")
         name = f"{r['scenario']}"
         if res:
             out.append(f"| {name} | {r['target']} | {r['conc']} | {rps(r):.1f} | "
                        f"{fmt_ms(res['p50_us'])} | {fmt_ms(res['p99_us'])} | {res['errors']} | "
-                       f"{res['requests']} |")
+                       f"{res['requests']} | {cpu_per_request(r)} |")
         else:
-            out.append(f"| {name} | {r['target']} | {r['conc']} | {r['status']} | | | | |")
+            out.append(f"| {name} | {r['target']} | {r['conc']} | {r['status']} | | | | | |")
     return out
 
 
@@ -194,7 +204,10 @@ def report(meta_path, results_path, out_path, profile_path=""):
     lines += [
         "",
         "Notes: req/s = completed requests / wall time; errors = socket errors, timeouts (30 s) and "
-        "non-2xx answers. Cold-resize rotation: request k takes original k mod N; after each full pass "
+        "non-2xx answers. CPU µs/req = CPU time (user + system) of the target's processes during its "
+        "run / completed requests: nginx's and thumbor's workers included, the agent's rows include "
+        "the server behind it; it does not depend on how much CPU wrk took, so it compares targets "
+        "even on a busy machine. Cold-resize rotation: request k takes original k mod N; after each full pass "
         "the height grows by 1 px, so no (original, size) pair repeats. nginx image_filter keeps the "
         "aspect ratio, thumbor crops to fill, sis stretches: all answer a ~300x200 JPEG.",
         "",
