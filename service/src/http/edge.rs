@@ -62,7 +62,10 @@ pub struct App {
 
 impl App {
     pub fn new(state: AppState, opts: EdgeOptions) -> Self {
-        let in_flight = state.metrics.http_in_flight.with_label_values(&[state.mode]);
+        let in_flight = state
+            .metrics
+            .http_in_flight
+            .with_label_values(&[state.mode]);
         Self {
             routes: super::router(state.clone()),
             state,

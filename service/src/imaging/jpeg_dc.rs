@@ -108,6 +108,7 @@ impl Huffman {
 /// MSB-first bit reader over entropy-coded data: un-stuffs `FF 00`, stops at markers and pads
 /// with zeros after them (as libjpeg does). Padding past the end of the *file* is counted so
 /// that truncated data can be detected.
+#[derive(Clone, Copy)]
 struct Bits<'a> {
     data: &'a [u8],
     pos: usize,
@@ -132,7 +133,7 @@ impl<'a> Bits<'a> {
         }
     }
 
-    #[inline]
+    #[inline(always)]
     fn refill(&mut self) {
         // Fast path: 8 bytes without 0xFF can be loaded as one word. Bits past the bytes we
         // count are the same stream bytes the next refill would OR in again, so they are
@@ -141,15 +142,24 @@ impl<'a> Bits<'a> {
             && self.n <= 56
             && let Some(chunk) = self.data.get(self.pos..self.pos + 8)
             && let Ok(bytes) = <[u8; 8]>::try_from(chunk)
-            && !bytes.contains(&0xFF)
+            && let word = u64::from_be_bytes(bytes)
+            && !has_ff_byte(word)
         {
-            let word = u64::from_be_bytes(bytes);
             self.acc |= word >> self.n;
             let k = (63 - self.n) / 8;
             self.pos += k as usize;
             self.n += k * 8;
             return;
         }
+        *self = self.refill_slow();
+    }
+
+    /// Byte by byte: stuffed `FF 00`, fill bytes, markers, the end of the data. Takes and
+    /// returns the reader by value so the hot loop's reader never has its address taken
+    /// and stays in registers (a `&mut self` call here kept it in memory: 2x slower).
+    #[cold]
+    #[inline(never)]
+    fn refill_slow(mut self) -> Self {
         while self.n <= 56 {
             let byte = if self.at_marker {
                 self.marker_padding += 8;
@@ -185,16 +195,17 @@ impl<'a> Bits<'a> {
             self.acc |= u64::from(byte) << (56 - self.n);
             self.n += 8;
         }
+        self
     }
 
-    #[inline]
+    #[inline(always)]
     fn consume(&mut self, len: u32) {
         self.acc <<= len;
         self.n = self.n.saturating_sub(len);
     }
 
     /// Decodes one Huffman symbol. Assumes at least 16 valid bits (caller refills).
-    #[inline]
+    #[inline(always)]
     fn symbol(&mut self, t: &Huffman) -> Option<u8> {
         let e = t.fast[(self.acc >> (64 - LOOKAHEAD)) as usize];
         if e != 0 {
@@ -213,7 +224,7 @@ impl<'a> Bits<'a> {
     }
 
     /// Reads `s` bits (s <= 16) as a signed JPEG magnitude.
-    #[inline]
+    #[inline(always)]
     fn extend(&mut self, s: u8) -> i32 {
         if s == 0 {
             return 0;
@@ -228,8 +239,50 @@ impl<'a> Bits<'a> {
         }
     }
 
-    /// Skips to just after the next RSTn marker and resets the bit buffer.
-    fn restart(&mut self) {
+    /// Decodes one block: returns its DC difference, skips its AC coefficients (their bits
+    /// consumed, never stored). Works on a copy of the reader, written back at the end, so the
+    /// whole loop runs in registers.
+    #[inline(never)]
+    fn block(&mut self, dc_t: &Huffman, ac_t: &Huffman) -> Option<i32> {
+        let mut r = *self;
+        r.refill();
+        let s = r.symbol(dc_t)?;
+        let diff = r.extend(s);
+        let mut k = 1;
+        while k < 64 {
+            if r.n < 32 {
+                r.refill();
+            }
+            let e = ac_t.fast_ac[(r.acc >> (64 - LOOKAHEAD)) as usize];
+            if e != 0 {
+                r.consume(u32::from(e & 31));
+                match e >> 9 {
+                    AC_COEF => k += usize::from((e >> 5) & 15) + 1,
+                    AC_ZRL => k += 16,
+                    _ => break,
+                }
+                continue;
+            }
+            let rs = r.symbol(ac_t)?;
+            let (run, size) = (rs >> 4, rs & 15);
+            if size == 0 {
+                if run != 15 {
+                    break;
+                }
+                k += 16;
+            } else {
+                k += usize::from(run) + 1;
+                r.consume(u32::from(size));
+            }
+        }
+        *self = r;
+        Some(diff)
+    }
+
+    /// Skips to just after the next RSTn marker and resets the bit buffer. By value, like
+    /// [`Self::refill_slow`].
+    #[inline(never)]
+    fn restarted(mut self) -> Self {
         self.acc = 0;
         self.n = 0;
         self.at_marker = false;
@@ -240,15 +293,25 @@ impl<'a> Bits<'a> {
                 && (0xD0..=0xD7).contains(&m)
             {
                 self.pos += 2;
-                return;
+                return self;
             }
             if b == 0xFF && matches!(self.data.get(self.pos + 1), Some(m) if *m != 0 && *m != 0xFF)
             {
-                return; // some other marker: leave it, decoding will pad with zeros
+                return self; // some other marker: leave it, decoding will pad with zeros
             }
             self.pos += 1;
         }
+        self
     }
+}
+
+/// Whether any byte of `word` is 0xFF, without a loop or a call (a zero byte of `!word`,
+/// the classic SWAR test): `contains` compiled to a `memchr` call, which made the hot loop
+/// spill its bit buffer to memory.
+#[inline(always)]
+fn has_ff_byte(word: u64) -> bool {
+    let x = !word;
+    x.wrapping_sub(0x0101_0101_0101_0101) & !x & 0x8080_8080_8080_8080 != 0
 }
 
 fn be16(b: &[u8], at: usize) -> Option<usize> {
@@ -270,25 +333,30 @@ pub(crate) fn decode(bytes: &[u8]) -> Option<DcImage> {
 /// there. This is the upload check: the Huffman walk without pixels, colour conversion
 /// or resizing. `false` says nothing (the caller asks the general decoder).
 pub(crate) fn verify(bytes: &[u8]) -> bool {
-    let Some((_, mut bits)) = walk(bytes, false) else {
-        return false;
-    };
-    bits.refill();
-    if !bits.at_marker || bits.eof_padding > 0 {
-        return false;
+    walk(bytes, false).is_some_and(|(_, clean_end)| clean_end)
+}
+
+impl Bits<'_> {
+    /// After the last block: does the entropy-coded data end here, exactly (see [`verify`])?
+    fn ends_cleanly(mut self) -> bool {
+        self.refill();
+        if !self.at_marker || self.eof_padding > 0 {
+            return false;
+        }
+        // Bits loaded from the stream and not consumed: the final byte's padding only.
+        let Some(left) = self.n.checked_sub(self.marker_padding) else {
+            return false; // blocks read past the end of the data
+        };
+        let all_ones = left == 0 || self.acc >> (64 - left) == (1u64 << left) - 1;
+        left < 8 && all_ones && self.data.get(self.pos..self.pos + 2) == Some(&[0xFF, 0xD9][..])
     }
-    // Bits loaded from the stream and not consumed: the final byte's padding only.
-    let Some(left) = bits.n.checked_sub(bits.marker_padding) else {
-        return false; // blocks read past the end of the data
-    };
-    let all_ones = left == 0 || bits.acc >> (64 - left) == (1u64 << left) - 1;
-    left < 8 && all_ones && bytes.get(bits.pos..bits.pos + 2) == Some(&[0xFF, 0xD9][..])
 }
 
 /// The decoder proper; with `pixels == false` it only walks the entropy-coded data (no
-/// planes, no colour conversion) and returns an empty image. Also returns the bit
-/// reader as it stands after the last block.
-fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, Bits<'_>)> {
+/// planes, no colour conversion) and returns an empty image. Also tells whether the data
+/// ends cleanly after the last block ([`Bits::ends_cleanly`]). The reader is not returned
+/// itself: handing it out made the compiler keep it in memory through the hot loop.
+fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, bool)> {
     let mut quant_dc = [0i32; 4];
     let mut dc_tables: [Option<Huffman>; 4] = [None, None, None, None];
     let mut ac_tables: [Option<Huffman>; 4] = [None, None, None, None];
@@ -428,7 +496,7 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, Bits<'_>)> {
     let total_mcus = mcus_x * mcus_y;
     for mcu in 0..total_mcus {
         if restart_interval > 0 && mcu > 0 && mcu % restart_interval == 0 {
-            bits.restart();
+            bits = bits.restarted();
             preds = [0; 4];
         }
         let (mx, my) = (mcu % mcus_x, mcu / mcus_x);
@@ -438,36 +506,7 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, Bits<'_>)> {
             let q = quant_dc[c.quant];
             for by in 0..c.v {
                 for bx in 0..c.h {
-                    bits.refill();
-                    let s = bits.symbol(dc_t)?;
-                    preds[ci] += bits.extend(s);
-                    let mut k = 1;
-                    while k < 64 {
-                        if bits.n < 32 {
-                            bits.refill();
-                        }
-                        let e = ac_t.fast_ac[(bits.acc >> (64 - LOOKAHEAD)) as usize];
-                        if e != 0 {
-                            bits.consume(u32::from(e & 31));
-                            match e >> 9 {
-                                AC_COEF => k += usize::from((e >> 5) & 15) + 1,
-                                AC_ZRL => k += 16,
-                                _ => break,
-                            }
-                            continue;
-                        }
-                        let rs = bits.symbol(ac_t)?;
-                        let (r, s) = (rs >> 4, rs & 15);
-                        if s == 0 {
-                            if r != 15 {
-                                break;
-                            }
-                            k += 16;
-                        } else {
-                            k += usize::from(r) + 1;
-                            bits.consume(u32::from(s));
-                        }
-                    }
+                    preds[ci] += bits.block(dc_t, ac_t)?;
                     let value = ((preds[ci] * q + 4) >> 3) + 128;
                     let (plane_w, plane) = &mut planes[ci];
                     let x = mx * c.h + bx;
@@ -492,7 +531,7 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, Bits<'_>)> {
             channels: 0,
             data: Vec::new(),
         };
-        return Some((empty, bits));
+        return Some((empty, bits.ends_cleanly()));
     }
     if single {
         let (plane_w, plane) = &planes[0];
@@ -506,7 +545,7 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, Bits<'_>)> {
             channels: 1,
             data,
         };
-        return Some((image, bits));
+        return Some((image, bits.ends_cleanly()));
     }
     let mut data = Vec::with_capacity(out_w * out_h * 3);
     // Chroma planes may be subsampled: upsample with centred bilinear interpolation (like
@@ -553,7 +592,7 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, Bits<'_>)> {
         channels: 3,
         data,
     };
-    Some((image, bits))
+    Some((image, bits.ends_cleanly()))
 }
 
 #[cfg(test)]
@@ -660,6 +699,19 @@ mod tests {
             let _ = decode(&bytes[..cut]);
         }
         assert!(decode(&[0xFF, 0xD8, 0xFF, 0xD9]).is_none());
+    }
+
+    #[test]
+    fn ff_bytes_are_found_anywhere_in_a_word() {
+        assert!(!has_ff_byte(0));
+        assert!(!has_ff_byte(0xFEFE_FEFE_FEFE_FEFE));
+        assert!(!has_ff_byte(0x7F80_00FE_0102_0304));
+        for i in 0..8 {
+            assert!(has_ff_byte(0xFF << (8 * i)), "byte {i}");
+            assert!(has_ff_byte(
+                (0xFF << (8 * i)) | 0x0101_0101_0101_0101 & !(0xFF << (8 * i))
+            ));
+        }
     }
 
     #[test]

@@ -449,12 +449,9 @@ fn decode_jpeg_scaled(
     if r < 4 || !matches!(info.components, 1 | 3) {
         return decode_generic(bytes, header, spec, limits);
     }
-    // The DC-only decoder wins clearly on typical photos (up to ~0.5 compressed bytes per
-    // pixel) but its Huffman loop trails jpeg-decoder's on near-noise data, so it is used
-    // below that density only (measured by `jpeg_dc_timing`).
-    let density = bytes.len() as f64 / (f64::from(header.width) * f64::from(header.height));
+    // At 1/8 the DC-only decoder beats jpeg-decoder's scaled decode on photos and on
+    // near-noise data alike (~1.8x on both, measured by `jpeg_dc_timing`).
     if r == 8
-        && density < 0.5
         && let Some(dc) = super::jpeg_dc::decode(bytes)
     {
         let pixels = Pixels {
