@@ -236,28 +236,25 @@ where
 /// CORS as in sis 1.x: any `OPTIONS` preflight is answered 204 with the allowed methods
 /// (and `Access-Control-Allow-Origin: *`, which every response carries).
 fn preflight() -> Response {
+    const HEADERS: [(&str, &str); 5] = [
+        // sis 1.x's own (misspelt) header, kept for its clients.
+        ("access-control-allow-method", "POST"),
+        (
+            "access-control-allow-methods",
+            "GET, HEAD, POST, DELETE, OPTIONS",
+        ),
+        (
+            "access-control-allow-headers",
+            "Authorization, Content-Type, Range, If-None-Match",
+        ),
+        ("access-control-max-age", "86400"),
+        ("access-control-allow-origin", "*"),
+    ];
     let mut r = StatusCode::NO_CONTENT.into_response();
-    let h = r.headers_mut();
-    h.insert(
-        "access-control-allow-method",
-        HeaderValue::from_static("POST"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, HEAD, POST, DELETE, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Authorization, Content-Type, Range, If-None-Match"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
+    for (name, value) in HEADERS {
+        r.headers_mut()
+            .insert(name, HeaderValue::from_static(value));
+    }
     r
 }
 
