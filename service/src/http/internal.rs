@@ -32,17 +32,14 @@ use crate::store::{FileName, Md5Hex, PutOutcome};
 use crate::upstream::{DeleteReply, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, to_millis};
 
 use super::upload::read_raw;
-use super::{authorize, content_length, query_get, query_pairs, reject_oversized};
+use super::{ImagePath, authorize, content_length, query_get, query_pairs, reject_oversized};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route(
-            "/internal/v1/objects/{md5}",
-            get(get_first).delete(delete_all),
-        )
+        .route("/internal/v1/objects/{md5}", get(read).delete(remove))
         .route(
             "/internal/v1/objects/{md5}/{name}",
-            get(get_named).put(put).delete(delete_named),
+            get(read).put(put).delete(remove),
         )
         .route("/internal/v1/names/{md5}", get(names))
         .route("/internal/v1/changes", get(changes))
@@ -137,20 +134,12 @@ async fn get_object(
     Ok(r)
 }
 
-async fn get_first(
+async fn read(
     State(state): State<AppState>,
-    Path(md5): Path<String>,
+    Path(p): Path<ImagePath>,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    Ok(get_object(&state, &headers, &md5, None).await?)
-}
-
-async fn get_named(
-    State(state): State<AppState>,
-    Path((md5, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, Failure> {
-    Ok(get_object(&state, &headers, &md5, Some(&name)).await?)
+    Ok(get_object(&state, &headers, &p.md5, p.name.as_deref()).await?)
 }
 
 async fn names(
@@ -215,20 +204,12 @@ async fn delete(
     Ok(Json(DeleteReply { removed, freed }).into_response())
 }
 
-async fn delete_all(
+async fn remove(
     State(state): State<AppState>,
-    Path(md5): Path<String>,
+    Path(p): Path<ImagePath>,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    Ok(delete(&state, &headers, &md5, None).await?)
-}
-
-async fn delete_named(
-    State(state): State<AppState>,
-    Path((md5, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, Failure> {
-    Ok(delete(&state, &headers, &md5, Some(&name)).await?)
+    Ok(delete(&state, &headers, &p.md5, p.name.as_deref()).await?)
 }
 
 async fn changes(

@@ -26,6 +26,14 @@ pub use edge::{App, EdgeOptions, current_request_id};
 use crate::error::Error;
 use crate::state::AppState;
 
+/// The `{md5}` and optional `{name}` segments of an image route, so one handler serves both
+/// `/…/{md5}` and `/…/{md5}/{name}`.
+#[derive(serde::Deserialize)]
+pub(crate) struct ImagePath {
+    pub md5: String,
+    pub name: Option<String>,
+}
+
 /// The whole application on `state` ([`App`]: routes behind the edge), default options.
 pub fn app(state: AppState) -> App {
     App::new(state, EdgeOptions::default())

@@ -18,17 +18,16 @@ use crate::store::{FileName, Md5Hex};
 
 use super::legacy::{Checked, md5_of};
 use super::upload::{Part, is_multipart, read_raw};
-use super::{authorize, content_length, params, query_get, query_pairs, reject_oversized, serve};
+use super::{
+    ImagePath, authorize, content_length, params, query_get, query_pairs, reject_oversized, serve,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/v1/images", axum::routing::post(upload))
-        .route("/v1/images/{md5}", get(get_first).delete(delete_all))
+        .route("/v1/images/{md5}", get(read).delete(remove))
         .route("/v1/images/{md5}/meta", get(meta))
-        .route(
-            "/v1/images/{md5}/{name}",
-            get(get_named).delete(delete_named),
-        )
+        .route("/v1/images/{md5}/{name}", get(read).delete(remove))
 }
 
 #[derive(Serialize)]
@@ -173,21 +172,14 @@ async fn get_image(
 }
 
 // The request is taken whole (not `HeaderMap` + `Uri` extractors, which clone them):
-// these are the hot read paths.
-async fn get_first(
+// this is the hot read path.
+async fn read(
     State(state): State<AppState>,
-    Path(md5): Path<String>,
+    Path(p): Path<ImagePath>,
     req: Request,
 ) -> Result<Response, Failure> {
-    Ok(get_image(&state, req.headers(), req.uri().query(), &md5, None).await?)
-}
-
-async fn get_named(
-    State(state): State<AppState>,
-    Path((md5, name)): Path<(String, String)>,
-    req: Request,
-) -> Result<Response, Failure> {
-    Ok(get_image(&state, req.headers(), req.uri().query(), &md5, Some(&name)).await?)
+    let (headers, query) = (req.headers(), req.uri().query());
+    Ok(get_image(&state, headers, query, &p.md5, p.name.as_deref()).await?)
 }
 
 #[derive(Serialize)]
@@ -245,18 +237,10 @@ async fn delete(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-async fn delete_all(
+async fn remove(
     State(state): State<AppState>,
-    Path(md5): Path<String>,
+    Path(p): Path<ImagePath>,
     headers: HeaderMap,
 ) -> Result<Response, Failure> {
-    Ok(delete(&state, &headers, &md5, None).await?)
-}
-
-async fn delete_named(
-    State(state): State<AppState>,
-    Path((md5, name)): Path<(String, String)>,
-    headers: HeaderMap,
-) -> Result<Response, Failure> {
-    Ok(delete(&state, &headers, &md5, Some(&name)).await?)
+    Ok(delete(&state, &headers, &p.md5, p.name.as_deref()).await?)
 }

@@ -227,20 +227,28 @@ mod tests {
         panic!("condition not reached");
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn busy_when_workers_and_queue_are_full() {
-        let pool = Arc::new(ResizePool::new(1, 1));
-        let gate = Arc::new(std::sync::Barrier::new(2));
+    type Job = tokio::task::JoinHandle<Result<(), ImagingError>>;
+
+    /// Fills a one-worker, one-slot pool: a job held by `gate` runs, another waits.
+    async fn fill(pool: &Arc<ResizePool>, gate: &Arc<std::sync::Barrier>) -> (Job, Job) {
         let running = tokio::spawn({
-            let (pool, job) = (Arc::clone(&pool), gated(&gate));
+            let (pool, job) = (Arc::clone(pool), gated(gate));
             async move { pool.run_fn(job).await }
         });
         until(|| pool.in_flight() == 1).await;
         let queued = tokio::spawn({
-            let pool = Arc::clone(&pool);
+            let pool = Arc::clone(pool);
             async move { pool.run_fn(|| Ok(())).await }
         });
         until(|| pool.queue_depth() == 1).await;
+        (running, queued)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn busy_when_workers_and_queue_are_full() {
+        let pool = Arc::new(ResizePool::new(1, 1));
+        let gate = Arc::new(std::sync::Barrier::new(2));
+        let (running, queued) = fill(&pool, &gate).await;
         assert_eq!(pool.in_flight(), 1);
 
         // Full: refused at once, without waiting for the running job.
@@ -290,16 +298,7 @@ mod tests {
     async fn cancelled_waiters_give_their_slot_back() {
         let pool = Arc::new(ResizePool::new(1, 1));
         let gate = Arc::new(std::sync::Barrier::new(2));
-        let running = tokio::spawn({
-            let (pool, job) = (Arc::clone(&pool), gated(&gate));
-            async move { pool.run_fn(job).await }
-        });
-        until(|| pool.in_flight() == 1).await;
-        let waiter = tokio::spawn({
-            let pool = Arc::clone(&pool);
-            async move { pool.run_fn(|| Ok(())).await }
-        });
-        until(|| pool.queue_depth() == 1).await;
+        let (running, waiter) = fill(&pool, &gate).await;
         waiter.abort();
         until(|| pool.queue_depth() == 0).await;
         gate.wait();
