@@ -33,28 +33,43 @@ impl IoThreads {
     /// # Errors
     /// A runtime or a thread could not be created.
     pub fn start(n: usize) -> std::io::Result<Self> {
-        let stop = CancellationToken::new();
-        let mut handles = Vec::new();
-        let mut threads = Vec::new();
-        for i in 0..n.max(1) {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .thread_name(format!("sis-io-{i}"))
-                .build()?;
-            handles.push(rt.handle().clone());
-            let stop = stop.clone();
-            threads.push(
-                std::thread::Builder::new()
-                    .name(format!("sis-io-{i}"))
-                    .spawn(move || rt.block_on(stop.cancelled()))?,
-            );
-        }
-        Ok(Self {
-            handles,
-            threads,
+        // Built field by field so that a failure part-way stops (via `Drop`) the threads
+        // already running.
+        let mut io = Self {
+            handles: Vec::new(),
+            threads: Vec::new(),
             next: AtomicUsize::new(0),
-            stop,
-        })
+            stop: CancellationToken::new(),
+        };
+        for i in 0..n.max(1) {
+            // Each runtime is built and dropped on its own thread: a runtime dropped on the
+            // caller (a runtime worker) would panic.
+            let (tx, rx) = std::sync::mpsc::channel();
+            let stop = io.stop.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("sis-io-{i}"))
+                .spawn(move || {
+                    let rt = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .thread_name(format!("sis-io-{i}"))
+                        .build();
+                    match rt {
+                        Ok(rt) => {
+                            let _ = tx.send(Ok(rt.handle().clone()));
+                            rt.block_on(stop.cancelled());
+                        }
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                        }
+                    }
+                })?;
+            io.threads.push(thread);
+            let handle = rx
+                .recv()
+                .map_err(|_| std::io::Error::other("connection thread died at start"))??;
+            io.handles.push(handle);
+        }
+        Ok(io)
     }
 
     /// How many connection threads run.

@@ -39,12 +39,13 @@ fn main() -> ExitCode {
 /// memory freed in one arena is rarely handed back to the system: image buffers allocated
 /// on resize workers, blocking-pool threads and connection threads stayed resident and a
 /// loaded process grew tens of MiB past its cache. Two arenas keep the memory budget
-/// (`--cache-size` + 64 MiB) without measurable cost in the bench. A `MALLOC_ARENA_MAX` set
-/// by the operator wins.
+/// (`--cache-size` + 64 MiB) without measurable cost in the bench. An arena limit set by the
+/// operator (`MALLOC_ARENA_MAX`, or `arena_max` in `GLIBC_TUNABLES`) wins.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 #[allow(unsafe_code)]
 fn limit_malloc_arenas() {
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
+    let tunables = std::env::var("GLIBC_TUNABLES").unwrap_or_default();
+    if std::env::var_os("MALLOC_ARENA_MAX").is_none() && !tunables.contains("arena_max") {
         // SAFETY: mallopt only changes allocator tuning; it is called first thing in
         // `main`, before any thread exists, as glibc requires for arena settings.
         unsafe {

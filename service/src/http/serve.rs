@@ -271,12 +271,15 @@ pub async fn variant_response(
             })
         })
         .await?;
-    Ok(bytes_response(
-        StatusCode::OK,
-        variant.bytes.clone(),
-        &variant,
-        vary,
-    ))
+    let mut resp = bytes_response(StatusCode::OK, variant.bytes.clone(), &variant, vary);
+    // The variant's ETag was built from the name the original resolved to when it was made;
+    // if `name: None` now resolves to another name (same bytes, another upload), answer with
+    // the tag the conditional check above uses.
+    if variant.name != original.name {
+        resp.headers_mut()
+            .insert(header::ETAG, variant_etag(md5, &original.name, &params));
+    }
+    Ok(resp)
 }
 
 #[cfg(test)]

@@ -247,6 +247,9 @@ impl<'a> Bits<'a> {
         let mut r = *self;
         r.refill();
         let s = r.symbol(dc_t)?;
+        if s > 11 {
+            return None; // no 8-bit JPEG has a DC difference this large
+        }
         let diff = r.extend(s);
         let mut k = 1;
         while k < 64 {
@@ -337,8 +340,10 @@ pub(crate) fn verify(bytes: &[u8]) -> bool {
 }
 
 impl Bits<'_> {
-    /// After the last block: does the entropy-coded data end here, exactly (see [`verify`])?
-    fn ends_cleanly(mut self) -> bool {
+    /// After the last block of the scan or of a restart interval: does the entropy-coded
+    /// data end here, exactly, followed by `marker` (EOI, or the RSTn due next)? See
+    /// [`verify`]. Takes a copy: the reader itself is left as it is.
+    fn ends_cleanly(mut self, marker: u8) -> bool {
         self.refill();
         if !self.at_marker || self.eof_padding > 0 {
             return false;
@@ -348,13 +353,17 @@ impl Bits<'_> {
             return false; // blocks read past the end of the data
         };
         let all_ones = left == 0 || self.acc >> (64 - left) == (1u64 << left) - 1;
-        left < 8 && all_ones && self.data.get(self.pos..self.pos + 2) == Some(&[0xFF, 0xD9][..])
+        left < 8 && all_ones && self.data.get(self.pos..self.pos + 2) == Some(&[0xFF, marker][..])
     }
 }
 
+const EOI: u8 = 0xD9;
+const RST0: u8 = 0xD0;
+
 /// The decoder proper; with `pixels == false` it only walks the entropy-coded data (no
-/// planes, no colour conversion) and returns an empty image. Also tells whether the data
-/// ends cleanly after the last block ([`Bits::ends_cleanly`]). The reader is not returned
+/// planes, no colour conversion) and returns an empty image. Also tells whether every
+/// restart interval and the scan end cleanly, each followed by the marker due there
+/// ([`Bits::ends_cleanly`]). The reader is not returned
 /// itself: handing it out made the compiler keep it in memory through the hot loop.
 fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, bool)> {
     let mut quant_dc = [0i32; 4];
@@ -494,8 +503,12 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, bool)> {
     let mut bits = Bits::new(bytes, scan_start);
     let mut preds = [0i32; 4];
     let total_mcus = mcus_x * mcus_y;
+    let mut clean = true;
+    let mut restarts = 0u8;
     for mcu in 0..total_mcus {
         if restart_interval > 0 && mcu > 0 && mcu % restart_interval == 0 {
+            clean &= bits.ends_cleanly(RST0 + restarts % 8);
+            restarts = restarts.wrapping_add(1);
             bits = bits.restarted();
             preds = [0; 4];
         }
@@ -506,8 +519,9 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, bool)> {
             let q = quant_dc[c.quant];
             for by in 0..c.v {
                 for bx in 0..c.h {
-                    preds[ci] += bits.block(dc_t, ac_t)?;
-                    let value = ((preds[ci] * q + 4) >> 3) + 128;
+                    // Wrapping, as in libjpeg: absurd tables must not panic.
+                    preds[ci] = preds[ci].wrapping_add(bits.block(dc_t, ac_t)?);
+                    let value = (preds[ci].wrapping_mul(q).wrapping_add(4) >> 3) + 128;
                     let (plane_w, plane) = &mut planes[ci];
                     let x = mx * c.h + bx;
                     let y = my * c.v + by;
@@ -531,7 +545,7 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, bool)> {
             channels: 0,
             data: Vec::new(),
         };
-        return Some((empty, bits.ends_cleanly()));
+        return Some((empty, clean && bits.ends_cleanly(EOI)));
     }
     if single {
         let (plane_w, plane) = &planes[0];
@@ -545,7 +559,7 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, bool)> {
             channels: 1,
             data,
         };
-        return Some((image, bits.ends_cleanly()));
+        return Some((image, clean && bits.ends_cleanly(EOI)));
     }
     let mut data = Vec::with_capacity(out_w * out_h * 3);
     // Chroma planes may be subsampled: upsample with centred bilinear interpolation (like
@@ -592,7 +606,7 @@ fn walk(bytes: &[u8], pixels: bool) -> Option<(DcImage, bool)> {
         channels: 3,
         data,
     };
-    Some((image, bits.ends_cleanly()))
+    Some((image, clean && bits.ends_cleanly(EOI)))
 }
 
 #[cfg(test)]
@@ -699,6 +713,35 @@ mod tests {
             let _ = decode(&bytes[..cut]);
         }
         assert!(decode(&[0xFF, 0xD8, 0xFF, 0xD9]).is_none());
+    }
+
+    #[test]
+    fn verify_checks_every_restart_interval() {
+        let img = testdata::noise(256, 256).to_rgb8();
+        let mut bytes = Vec::new();
+        let mut enc = jpeg_encoder::Encoder::new(&mut bytes, 85);
+        enc.set_restart_interval(4);
+        if let Err(e) = enc.encode(img.as_raw(), 256, 256, jpeg_encoder::ColorType::Rgb) {
+            panic!("encode: {e}");
+        }
+        assert!(verify(&bytes));
+        // Where the RSTn markers are (entropy data has no other FF followed by D0..D7).
+        let rst: Vec<usize> = (0..bytes.len() - 1)
+            .filter(|&i| bytes[i] == 0xFF && (0xD0..=0xD7).contains(&bytes[i + 1]))
+            .collect();
+        assert!(rst.len() > 12, "{} restart markers", rst.len());
+        // Renumbered markers (all RST0): the general decoder refuses them, so must we.
+        let mut renumbered = bytes.clone();
+        for &i in &rst {
+            renumbered[i + 1] = 0xD0;
+        }
+        assert!(!verify(&renumbered));
+        // A third of one interval cut out: the last interval still ends cleanly, this one not.
+        let (from, to) = (rst[10] + 2, rst[11]);
+        let cut = (to - from) / 3;
+        let mut shortened = bytes[..from + cut].to_vec();
+        shortened.extend_from_slice(&bytes[from + 2 * cut..]);
+        assert!(!verify(&shortened));
     }
 
     #[test]
