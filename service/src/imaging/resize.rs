@@ -509,8 +509,16 @@ fn resize_pixels(src: Pixels, plan: &Plan, stored_width: u32) -> Result<Pixels, 
         .resize_alg(fir::ResizeAlg::Convolution(fir::FilterType::CatmullRom));
     if let Some((l, t, w, h)) = plan.crop {
         let (sw, sh) = (f64::from(src.width), f64::from(src.height));
-        let (l, t) = ((l * scale).clamp(0.0, sw), (t * scale).clamp(0.0, sh));
-        let (w, h) = ((w * scale).min(sw - l), (h * scale).min(sh - t));
+        // Whole source pixels: with a fractional crop box, fast_image_resize 5 can compute
+        // convolution bounds that are not increasing and then underflows (`b.start -=
+        // x_first` in `Resizer::do_convolution`; found by the `decode_resize` fuzz target).
+        // Rounding moves the box by less than one source pixel.
+        let l = (l * scale).round().clamp(0.0, sw - 1.0);
+        let t = (t * scale).round().clamp(0.0, sh - 1.0);
+        let (w, h) = (
+            (w * scale).round().clamp(1.0, sw - l),
+            (h * scale).round().clamp(1.0, sh - t),
+        );
         options = options.crop(l, t, w, h);
     }
     fir::Resizer::new()
@@ -646,6 +654,24 @@ mod tests {
 
     use super::*;
     use crate::imaging::{probe, sniff, testdata};
+
+    /// Cover crops of tiny sources land on fractional boxes; fast_image_resize 5 underflowed
+    /// on some of them (the fuzz target's first find was a 9x5 PNG covered to 9x10).
+    #[test]
+    fn cover_and_fill_of_tiny_sources_never_panic() {
+        let limits = Limits::default();
+        for sw in 1..10 {
+            for sh in 1..10 {
+                let png = testdata::encode(&testdata::gradient(sw, sh), Format::Png);
+                for (dw, dh) in [(1, 2), (3, 2), (2, 3), (5, 9), (9, 10), (10, 9), (17, 3)] {
+                    for fit in [Fit::Cover, Fit::Fill] {
+                        let out = resize(&png, &spec(Some(dw), Some(dh), fit), &limits);
+                        assert!(out.is_ok(), "{sw}x{sh} -> {dw}x{dh} {fit:?}: {out:?}");
+                    }
+                }
+            }
+        }
+    }
 
     fn spec(width: Option<u32>, height: Option<u32>, fit: Fit) -> ResizeSpec {
         ResizeSpec {
