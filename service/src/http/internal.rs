@@ -26,13 +26,13 @@ use percent_encoding::utf8_percent_encode;
 
 use crate::error::{Error, Failure};
 use crate::imaging;
-use crate::state::{AppState, ImageKey, MAX_UPLOAD_BYTES};
+use crate::state::{AppState, ImageKey};
 use crate::store::key::URL_COMPONENT;
 use crate::store::{FileName, Md5Hex, PutOutcome};
 use crate::upstream::{DeleteReply, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, to_millis};
 
 use super::upload::read_raw;
-use super::{ImagePath, authorize, content_length, query_get, query_pairs, reject_oversized};
+use super::{ImagePath, admit_upload_body, authorize, query_get, query_pairs};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -64,14 +64,7 @@ async fn put(
         authorize(&state, &head.headers).map_err(fail)?;
         let md5 = md5(&m).map_err(fail)?;
         let name = name(&n).map_err(fail)?;
-        if content_length(&head.headers).is_some_and(|len| len > MAX_UPLOAD_BYTES) {
-            return Err(reject_oversized(body, &head.headers, fail(Error::TooLarge)));
-        }
-        let body = if content_length(&head.headers).is_none() {
-            super::bounded_body(body)
-        } else {
-            body
-        };
+        let body = admit_upload_body(&head.headers, body, || fail(Error::TooLarge))?;
         let bytes = read_raw(body).await.map_err(fail)?;
         if super::legacy::md5_of(&bytes).await != md5 {
             return Err(fail(Error::Md5Mismatch));

@@ -12,11 +12,11 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 use crate::error::{Error, Failure};
-use crate::state::{AppState, MAX_UPLOAD_BYTES};
+use crate::state::AppState;
 use crate::store::{FileName, Md5Hex};
 
 use super::upload::{Part, read_multipart};
-use super::{authorize, content_length, params, query_get, query_pairs, reject_oversized, serve};
+use super::{admit_upload_body, authorize, params, query_get, query_pairs, serve};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -55,15 +55,9 @@ pub(crate) async fn read_upload(
 ) -> Result<Vec<Part>, Response> {
     let (parts, body) = req.into_parts();
     authorize(state, &parts.headers).map_err(|e| surface(e).into_response())?;
-    if content_length(&parts.headers).is_some_and(|n| n > MAX_UPLOAD_BYTES) {
-        let resp = surface(Error::TooLarge).into_response();
-        return Err(reject_oversized(body, &parts.headers, resp));
-    }
-    let body = if content_length(&parts.headers).is_none() {
-        super::bounded_body(body)
-    } else {
-        body
-    };
+    let body = admit_upload_body(&parts.headers, body, || {
+        surface(Error::TooLarge).into_response()
+    })?;
     let limits = parts
         .extensions
         .get::<super::upload::UploadLimits>()

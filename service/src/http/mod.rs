@@ -156,6 +156,27 @@ pub(crate) fn reject_oversized(body: Body, headers: &HeaderMap, mut resp: Respon
     resp
 }
 
+/// Admits an upload body: over the limit by `Content-Length`, the answer is `too_large()` at
+/// once (see [`reject_oversized`]); of unknown length, the body is bounded while it streams
+/// ([`bounded_body`]).
+#[allow(
+    clippy::result_large_err,
+    reason = "the error is the response itself, built once per refused upload"
+)]
+pub(crate) fn admit_upload_body(
+    headers: &HeaderMap,
+    body: Body,
+    too_large: impl FnOnce() -> Response,
+) -> Result<Body, Response> {
+    match content_length(headers) {
+        Some(n) if n > crate::state::MAX_UPLOAD_BYTES => {
+            Err(reject_oversized(body, headers, too_large()))
+        }
+        Some(_) => Ok(body),
+        None => Ok(bounded_body(body)),
+    }
+}
+
 /// How much of a refused body is read and thrown away, at most.
 const DRAIN_MAX_BYTES: u64 = 256 << 20;
 /// How long a refused body is drained, at most.

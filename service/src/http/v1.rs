@@ -12,15 +12,13 @@ use serde::Serialize;
 
 use crate::error::{Error, Failure};
 use crate::imaging;
-use crate::state::{AppState, MAX_UPLOAD_BYTES};
+use crate::state::AppState;
 use crate::store::key::URL_COMPONENT;
 use crate::store::{FileName, Md5Hex};
 
 use super::legacy::{Checked, md5_of};
 use super::upload::{Part, is_multipart, read_raw};
-use super::{
-    ImagePath, authorize, content_length, params, query_get, query_pairs, reject_oversized, serve,
-};
+use super::{ImagePath, admit_upload_body, authorize, params, query_get, query_pairs, serve};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -65,14 +63,7 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
     } else {
         let (head, body) = req.into_parts();
         authorize(state, &head.headers).map_err(fail)?;
-        if content_length(&head.headers).is_some_and(|n| n > MAX_UPLOAD_BYTES) {
-            return Err(reject_oversized(body, &head.headers, fail(Error::TooLarge)));
-        }
-        let body = if content_length(&head.headers).is_none() {
-            super::bounded_body(body)
-        } else {
-            body
-        };
+        let body = admit_upload_body(&head.headers, body, || fail(Error::TooLarge))?;
         let bytes = read_raw(body)
             .await
             .map_err(|e| super::legacy::close_if_too_large(&e, fail(e.clone())))?;
