@@ -191,6 +191,7 @@ fn main() {
                 Format::Png
             }),
             quality: Some(80),
+            ..ResizeSpec::default()
         };
         let run = |f: fn(&[u8], &ResizeSpec, &Limits) -> _| {
             time(budget, min_iters, || match f(bytes, &spec, &limits) {

@@ -61,6 +61,26 @@ impl Format {
         }
     }
 
+    /// Whether sis can write this format (`format=` accepts it).
+    pub fn can_encode(self) -> bool {
+        matches!(self, Self::Jpeg | Self::Png | Self::Gif | Self::Webp)
+    }
+
+    /// Whether this format can hold an animation sis keeps through a resize.
+    pub fn can_animate(self) -> bool {
+        matches!(self, Self::Gif | Self::Webp)
+    }
+
+    /// The `format=` values for every format sis writes, `|`-separated.
+    pub fn output_names() -> String {
+        Self::ALL
+            .iter()
+            .filter(|f| f.can_encode())
+            .map(|f| f.to_string())
+            .collect::<Vec<_>>()
+            .join("|")
+    }
+
     /// The format a resize produces when the caller did not ask for one: the source format
     /// where we can encode it well, PNG for BMP and TIFF.
     pub fn default_output(self) -> Format {

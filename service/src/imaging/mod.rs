@@ -14,6 +14,8 @@
 //!   resizes with SIMD (`fast_image_resize`), applies EXIF orientation and encodes.
 //! - `jpeg_dc`: a DC-only JPEG decoder for 1/8-scale shrink-on-load (declines anything
 //!   unusual; the general decoder then takes over).
+//! - `geometry`: [`Gravity`], focal points and the deterministic smart-crop search.
+//! - `effects`: [`Effects`] (blur, sharpen, rotate, flip), padding and alpha flattening.
 //! - `pool`: [`ResizePool`].
 //!
 //! # Behaviour worth knowing
@@ -24,12 +26,15 @@
 //!   rejected as [`ImagingError::TooLarge`].
 //! - WebP output is lossless (the pure-Rust encoder has no lossy mode), so `quality` only
 //!   affects JPEG output. PNG output uses fast compression.
-//! - JPEG output of an image with transparency is flattened onto white.
+//! - JPEG output of an image with transparency is flattened onto the background (white unless
+//!   [`ResizeSpec::background`] says otherwise).
 //! - Limits: `max_input_pixels` applies to the source (declared header size); `max_side`
 //!   applies to each requested side and to each output side; `max_output_pixels` applies to
 //!   the requested box (when both sides are given) and to the output.
 
+mod effects;
 mod format;
+mod geometry;
 mod jpeg_dc;
 mod pool;
 mod probe;
@@ -37,10 +42,14 @@ mod resize;
 #[cfg(test)]
 mod testdata;
 
+pub use effects::{Effects, MAX_BLUR, MAX_SHARPEN, Rgba8, parse_color};
 pub use format::{Format, sniff};
+pub use geometry::Gravity;
 pub use pool::{PoolEvent, PoolObserver, ResizePool};
 pub use probe::{MAX_FRAMES, Probe, probe};
-pub use resize::{Encoded, Fit, ResizeSpec, check_decodes, plan_output, resize, resize_reference};
+pub use resize::{
+    DEFAULT_QUALITY, Encoded, Fit, ResizeSpec, check_decodes, plan_output, resize, resize_reference,
+};
 
 /// Why an image operation failed. Variant names double as metric labels (see [`Self::code`]).
 #[derive(thiserror::Error, Debug)]

@@ -320,7 +320,7 @@ mod tests {
             height: Some(16),
             fit: Fit::Cover,
             format: Some(Format::Webp),
-            quality: None,
+            ..ResizeSpec::default()
         };
         let out = pool.run(bytes, spec, Limits::default()).await;
         assert!(matches!(&out, Ok(e) if e.format == Format::Webp && !e.bytes.is_empty()));

@@ -21,6 +21,8 @@ use bytes::Bytes;
 use fast_image_resize as fir;
 use image::{DynamicImage, ImageDecoder, metadata::Orientation};
 
+use super::effects::{self, Effects, Rgba8};
+use super::geometry::{self, Gravity, PixelView};
 use super::probe::{Header, jpeg_info, read_header};
 use super::{Format, ImagingError, Limits};
 
@@ -63,15 +65,56 @@ impl Fit {
 
 /// What to produce. With only one of `width`/`height`, the other follows the aspect ratio
 /// (whatever `fit` says); with neither, the image keeps its size (re-encoded, oriented).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+///
+/// [`ResizeSpec::default`] is the legacy behaviour: contain, may enlarge, centred crops, no
+/// effects, lossless WebP, animations reduced to their first frame.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ResizeSpec {
     pub width: Option<u32>,
     pub height: Option<u32>,
     pub fit: Fit,
     /// Output format; `None` keeps the source's ([`Format::default_output`]).
     pub format: Option<Format>,
-    /// 1..=100, JPEG only; `None` means [`DEFAULT_QUALITY`].
+    /// 1..=100 for lossy outputs (JPEG, lossy WebP, AVIF); `None` means [`DEFAULT_QUALITY`].
     pub quality: Option<u8>,
+    /// Where a [`Fit::Cover`] crop is anchored (displayed coordinates).
+    pub gravity: Gravity,
+    /// [`Fit::Contain`] with both sides: centre the image on a canvas of exactly the box.
+    pub pad: bool,
+    /// Colour of the padding and of what transparency is flattened onto for JPEG. `None`:
+    /// white for JPEG, transparent for formats with alpha.
+    pub background: Option<Rgba8>,
+    /// Whether the output may be larger than the source. When `false`, a request beyond the
+    /// source's size gives the source's size (same aspect as asked for cover and fill).
+    pub enlarge: bool,
+    /// Blur, sharpen, rotation and flips, applied to the output pixels.
+    pub effects: Effects,
+    /// Progressive (multi-scan) JPEG output.
+    pub progressive: bool,
+    /// WebP output: lossless (`true`) or lossy at `quality`.
+    pub lossless: bool,
+    /// Animated sources: encode the first frame only.
+    pub still: bool,
+}
+
+impl Default for ResizeSpec {
+    fn default() -> Self {
+        Self {
+            width: None,
+            height: None,
+            fit: Fit::Contain,
+            format: None,
+            quality: None,
+            gravity: Gravity::CENTER,
+            pad: false,
+            background: None,
+            enlarge: true,
+            effects: Effects::default(),
+            progressive: false,
+            lossless: true,
+            still: true,
+        }
+    }
 }
 
 /// JPEG quality used when the request does not give one.
@@ -87,20 +130,48 @@ pub struct Encoded {
 /// Output geometry in a given coordinate space.
 #[derive(Clone, Copy, Debug, PartialEq)]
 struct Plan {
+    /// Size of the scaled image (before padding).
     width: u32,
     height: u32,
     /// Source region (left, top, width, height) to scale into the output; `None` = all of it.
     crop: Option<(f64, f64, f64, f64)>,
+    /// Padding canvas in displayed space (applied after orientation).
+    canvas: Option<(u32, u32)>,
+    /// The crop's offset is chosen from the pixels after decoding ([`Gravity::Smart`]).
+    smart: bool,
 }
 
 impl Plan {
-    /// The same plan seen before a 90° rotation (sides swapped). Crops are centred, so they
-    /// stay centred.
-    fn transposed(self) -> Plan {
+    /// The same plan seen in stored space, before `o` is applied to a `sw` × `sh` source: sides
+    /// swap for quarter turns and the crop box moves with the pixels it covers.
+    fn to_stored(self, o: Orientation, sw: f64, sh: f64) -> Plan {
+        let swaps = matches!(
+            o,
+            Orientation::Rotate90
+                | Orientation::Rotate270
+                | Orientation::Rotate90FlipH
+                | Orientation::Rotate270FlipH
+        );
+        let crop = self.crop.map(|(x, y, w, h)| match o {
+            Orientation::NoTransforms => (x, y, w, h),
+            Orientation::FlipHorizontal => (sw - x - w, y, w, h),
+            Orientation::Rotate180 => (sw - x - w, sh - y - h, w, h),
+            Orientation::FlipVertical => (x, sh - y - h, w, h),
+            Orientation::Rotate90FlipH => (y, x, h, w),
+            Orientation::Rotate90 => (y, sh - x - w, h, w),
+            Orientation::Rotate270FlipH => (sw - y - h, sh - x - w, h, w),
+            Orientation::Rotate270 => (sw - y - h, x, h, w),
+        });
+        let (width, height) = if swaps {
+            (self.height, self.width)
+        } else {
+            (self.width, self.height)
+        };
         Plan {
-            width: self.height,
-            height: self.width,
-            crop: self.crop.map(|(l, t, w, h)| (t, l, h, w)),
+            width,
+            height,
+            crop,
+            ..self
         }
     }
 }
@@ -146,10 +217,19 @@ fn plan(sw: u32, sh: u32, spec: &ResizeSpec, limits: &Limits) -> Result<Plan, Im
     let (fw, fh) = (f64::from(sw), f64::from(sh));
     // Rounded, at least 1, computed in f64 (exact for u32 inputs).
     let scaled = |v: f64| -> u64 { (v.round() as u64).max(1) };
+    let enlarge = spec.enlarge;
+    let mut canvas = None;
+    let mut smart = false;
     let (w, h, crop) = match (spec.width, spec.height) {
         (None, None) => (u64::from(sw), u64::from(sh), None),
-        (Some(w), None) => (u64::from(w), scaled(fh * f64::from(w) / fw), None),
-        (None, Some(h)) => (scaled(fw * f64::from(h) / fh), u64::from(h), None),
+        (Some(w), None) => {
+            let w = if enlarge { w } else { w.min(sw) };
+            (u64::from(w), scaled(fh * f64::from(w) / fw), None)
+        }
+        (None, Some(h)) => {
+            let h = if enlarge { h } else { h.min(sh) };
+            (scaled(fw * f64::from(h) / fh), u64::from(h), None)
+        }
         (Some(w), Some(h)) => {
             let requested = u64::from(w) * u64::from(h);
             if requested > limits.max_output_pixels {
@@ -160,9 +240,16 @@ fn plan(sw: u32, sh: u32, spec: &ResizeSpec, limits: &Limits) -> Result<Plan, Im
             }
             let (bw, bh) = (f64::from(w), f64::from(h));
             match spec.fit {
-                Fit::Fill | Fit::Stretch => (u64::from(w), u64::from(h), None),
+                Fit::Fill | Fit::Stretch if enlarge => (u64::from(w), u64::from(h), None),
+                Fit::Fill | Fit::Stretch => (u64::from(w.min(sw)), u64::from(h.min(sh)), None),
                 Fit::Contain => {
-                    let s = (bw / fw).min(bh / fh);
+                    let mut s = (bw / fw).min(bh / fh);
+                    if !enlarge {
+                        s = s.min(1.0);
+                    }
+                    if spec.pad {
+                        canvas = Some((w, h));
+                    }
                     (
                         scaled(fw * s).min(u64::from(w)),
                         scaled(fh * s).min(u64::from(h)),
@@ -170,15 +257,35 @@ fn plan(sw: u32, sh: u32, spec: &ResizeSpec, limits: &Limits) -> Result<Plan, Im
                     )
                 }
                 Fit::Cover => {
-                    let crop = if fw * bh > bw * fh {
+                    let (cw, ch, s) = if fw * bh > bw * fh {
                         // Source is wider than the box: keep full height, crop the sides.
-                        let cw = fh * bw / bh;
-                        ((fw - cw) / 2.0, 0.0, cw, fh)
+                        (fh * bw / bh, fh, bh / fh)
                     } else {
-                        let ch = fw * bh / bw;
-                        (0.0, (fh - ch) / 2.0, fw, ch)
+                        (fw, fw * bh / bw, bw / fw)
                     };
-                    (u64::from(w), u64::from(h), Some(crop))
+                    let (fx, fy) = match spec.gravity {
+                        Gravity::Focal { x, y } => (f64::from(x) / 1000.0, f64::from(y) / 1000.0),
+                        Gravity::Smart => {
+                            smart = true;
+                            (0.5, 0.5)
+                        }
+                    };
+                    let crop = (
+                        geometry::focal_offset(fw, cw, fx),
+                        geometry::focal_offset(fh, ch, fy),
+                        cw,
+                        ch,
+                    );
+                    if !enlarge && s > 1.0 {
+                        // The crop at the source's scale: the box's aspect, no upscaling.
+                        (
+                            scaled(cw).min(u64::from(sw)),
+                            scaled(ch).min(u64::from(sh)),
+                            Some(crop),
+                        )
+                    } else {
+                        (u64::from(w), u64::from(h), Some(crop))
+                    }
                 }
             }
         }
@@ -202,6 +309,8 @@ fn plan(sw: u32, sh: u32, spec: &ResizeSpec, limits: &Limits) -> Result<Plan, Im
         width: w as u32,
         height: h as u32,
         crop,
+        canvas,
+        smart,
     })
 }
 
@@ -226,8 +335,7 @@ pub fn check_decodes(
         width: Some(width.clamp(1, 8)),
         height: Some(height.clamp(1, 8)),
         fit: Fit::Fill,
-        format: None,
-        quality: None,
+        ..ResizeSpec::default()
     };
     resize(bytes, &spec, limits).map(|_| ())
 }
@@ -301,24 +409,82 @@ fn run(
     let out_format = spec
         .format
         .unwrap_or_else(|| header.format.default_output());
-    let quality = spec.quality.unwrap_or(DEFAULT_QUALITY);
 
-    let (pixels, orientation, raw_plan) = if header.format == Format::Jpeg && shrink_on_load {
+    let (pixels, orientation, mut raw_plan) = if header.format == Format::Jpeg && shrink_on_load {
         decode_jpeg_scaled(bytes, &header, spec, limits)?
     } else {
         decode_generic(bytes, &header, spec, limits)?
     };
+    if raw_plan.smart {
+        raw_plan = place_smart(&pixels, raw_plan, header.width);
+    }
 
     let resized = resize_pixels(pixels, &raw_plan, header.width)?;
     let mut img = into_dynamic(resized)?;
     if orientation != Orientation::NoTransforms {
         img.apply_orientation(orientation);
     }
-    let encoded = encode(&img, out_format, quality)?;
+    let img = finish(img, &raw_plan, spec, out_format);
+    let encoded = encode(&img, out_format, spec)?;
     Ok(Encoded {
         bytes: Bytes::from(encoded),
         format: out_format,
     })
+}
+
+/// What transparency becomes: `bg=` when given, else white for JPEG (which has no alpha) and
+/// transparent for the rest.
+fn background_for(spec: &ResizeSpec, format: Format) -> Rgba8 {
+    match (spec.background, format) {
+        (Some([r, g, b, _]), Format::Jpeg) => [r, g, b, 255],
+        (Some(bg), _) => bg,
+        (None, Format::Jpeg) => [255, 255, 255, 255],
+        (None, _) => [0, 0, 0, 0],
+    }
+}
+
+/// Effects on the resized, oriented image: blur/sharpen, padding, then rotation and flips.
+fn finish(img: DynamicImage, plan: &Plan, spec: &ResizeSpec, format: Format) -> DynamicImage {
+    let mut img = img;
+    if !spec.effects.is_identity() {
+        img = effects::filter(img, &spec.effects);
+    }
+    if let Some((w, h)) = plan.canvas {
+        img = effects::pad(img, w, h, background_for(spec, format));
+    }
+    if !spec.effects.is_identity() {
+        img = effects::turn(img, &spec.effects);
+    }
+    img
+}
+
+/// Moves a [`Gravity::Smart`] crop (stored space, full-size coordinates) to the window with the
+/// most edge energy in the decoded `pixels` (which may be DCT-reduced).
+fn place_smart(pixels: &Pixels, plan: Plan, stored_width: u32) -> Plan {
+    let Some((_, _, cw, ch)) = plan.crop else {
+        return plan;
+    };
+    let scale = f64::from(pixels.width) / f64::from(stored_width);
+    let view = PixelView {
+        data: &pixels.data,
+        width: pixels.width,
+        height: pixels.height,
+        channels: match pixels.layout {
+            Layout::Gray => 1,
+            Layout::GrayAlpha => 2,
+            Layout::Rgb => 3,
+            Layout::Rgba => 4,
+        },
+    };
+    let (l, t) = geometry::smart_offset(
+        &view,
+        (cw * scale).min(f64::from(pixels.width)),
+        (ch * scale).min(f64::from(pixels.height)),
+    );
+    Plan {
+        crop: Some((l / scale, t / scale, cw, ch)),
+        ..plan
+    }
 }
 
 /// Plans in displayed space, then maps the plan to stored (pre-orientation) space.
@@ -335,11 +501,16 @@ fn plan_for(
             | Orientation::Rotate90FlipH
             | Orientation::Rotate270FlipH
     );
-    if swaps {
-        Ok(plan(header.height, header.width, spec, limits)?.transposed())
+    let (dw, dh) = if swaps {
+        (header.height, header.width)
     } else {
-        plan(header.width, header.height, spec, limits)
-    }
+        (header.width, header.height)
+    };
+    Ok(plan(dw, dh, spec, limits)?.to_stored(
+        orientation,
+        f64::from(header.width),
+        f64::from(header.height),
+    ))
 }
 
 /// Limits handed to the `image` decoders as a second line of defence behind [`read_header`].
@@ -551,32 +722,8 @@ fn into_dynamic(p: Pixels) -> Result<DynamicImage, ImagingError> {
     })
 }
 
-/// Blends an alpha channel onto white (JPEG has no transparency).
-fn flatten(img: &DynamicImage) -> DynamicImage {
-    let blend = |c: u8, a: u8| -> u8 {
-        let (c, a) = (u32::from(c), u32::from(a));
-        ((c * a + 255 * (255 - a) + 127) / 255) as u8
-    };
-    match img {
-        DynamicImage::ImageLumaA8(buf) => {
-            let out = image::GrayImage::from_fn(buf.width(), buf.height(), |x, y| {
-                let p = buf.get_pixel(x, y).0;
-                image::Luma([blend(p[0], p[1])])
-            });
-            DynamicImage::ImageLuma8(out)
-        }
-        DynamicImage::ImageRgba8(buf) => {
-            let out = image::RgbImage::from_fn(buf.width(), buf.height(), |x, y| {
-                let p = buf.get_pixel(x, y).0;
-                image::Rgb([blend(p[0], p[3]), blend(p[1], p[3]), blend(p[2], p[3])])
-            });
-            DynamicImage::ImageRgb8(out)
-        }
-        other => other.clone(),
-    }
-}
-
-fn encode(img: &DynamicImage, format: Format, quality: u8) -> Result<Vec<u8>, ImagingError> {
+fn encode(img: &DynamicImage, format: Format, spec: &ResizeSpec) -> Result<Vec<u8>, ImagingError> {
+    let quality = spec.quality.unwrap_or(DEFAULT_QUALITY);
     let internal =
         |e: &dyn std::fmt::Display| ImagingError::Internal(format!("encode {format}: {e}"));
     let mut out = Vec::with_capacity(64 * 1024);
@@ -584,7 +731,7 @@ fn encode(img: &DynamicImage, format: Format, quality: u8) -> Result<Vec<u8>, Im
         Format::Jpeg => {
             let flat;
             let img = if img.color().has_alpha() {
-                flat = flatten(img);
+                flat = effects::flatten(img, background_for(spec, Format::Jpeg));
                 &flat
             } else {
                 img
@@ -602,7 +749,8 @@ fn encode(img: &DynamicImage, format: Format, quality: u8) -> Result<Vec<u8>, Im
             } else {
                 jpeg_encoder::ColorType::Luma
             };
-            let encoder = jpeg_encoder::Encoder::new(&mut out, quality);
+            let mut encoder = jpeg_encoder::Encoder::new(&mut out, quality);
+            encoder.set_progressive(spec.progressive);
             encoder
                 .encode(img.as_bytes(), w, h, color)
                 .map_err(|e| internal(&e))?;
@@ -679,6 +827,15 @@ mod tests {
             height,
             fit,
             ..ResizeSpec::default()
+        }
+    }
+
+    impl ResizeSpec {
+        fn with_format(self, format: Format) -> ResizeSpec {
+            ResizeSpec {
+                format: Some(format),
+                ..self
+            }
         }
     }
 
@@ -1005,6 +1162,300 @@ mod tests {
                 let _ = probe(&bytes, &Limits::default());
                 let _ = resize(&bytes, &s, &Limits::default());
             }
+        }
+    }
+
+    /// 300x100: red | green | blue thirds.
+    fn thirds() -> DynamicImage {
+        DynamicImage::ImageRgb8(image::RgbImage::from_fn(300, 100, |x, _| match x / 100 {
+            0 => image::Rgb([255, 0, 0]),
+            1 => image::Rgb([0, 255, 0]),
+            _ => image::Rgb([0, 0, 255]),
+        }))
+    }
+
+    fn rgb_at(e: &Encoded, x: u32, y: u32) -> [u8; 3] {
+        testdata::decode(&e.bytes).to_rgb8().get_pixel(x, y).0
+    }
+
+    fn dominant(px: [u8; 3]) -> usize {
+        (0..3).max_by_key(|&i| px[i]).unwrap_or(0)
+    }
+
+    #[test]
+    fn gravity_and_focal_points_move_cover_crops() {
+        let png = testdata::encode(&thirds(), Format::Png);
+        for (gravity, channel) in [
+            (Gravity::from_param("west"), 0),
+            (Gravity::from_param("center"), 1),
+            (Gravity::from_param("east"), 2),
+            (Gravity::from_param("north_east"), 2),
+            (Gravity::from_param("south_west"), 0),
+            (Some(Gravity::Focal { x: 150, y: 500 }), 0),
+            (Some(Gravity::Focal { x: 850, y: 500 }), 2),
+        ] {
+            let g = gravity.unwrap_or_default();
+            let out = ok(
+                &png,
+                &ResizeSpec {
+                    gravity: g,
+                    ..spec(Some(40), Some(40), Fit::Cover)
+                },
+            );
+            assert_eq!(dims(&out), (40, 40));
+            for (x, y) in [(2, 2), (37, 37), (20, 20)] {
+                assert_eq!(dominant(rgb_at(&out, x, y)), channel, "{g:?} at ({x},{y})");
+            }
+        }
+    }
+
+    #[test]
+    fn gravity_is_in_displayed_space_for_every_orientation() {
+        // Displayed image: 300x100 thirds (red | green | blue). Stored as the inverse of each
+        // EXIF orientation, so every orientation displays the same picture.
+        let displayed = thirds();
+        for o in 1..=8u8 {
+            let inverse = match o {
+                6 => displayed.rotate270(),
+                8 => displayed.rotate90(),
+                5 => displayed.rotate90().fliph(),
+                7 => displayed.rotate270().fliph(),
+                2 => displayed.fliph(),
+                3 => displayed.rotate180(),
+                4 => displayed.flipv(),
+                _ => displayed.clone(),
+            };
+            let jpeg = testdata::jpeg_with_orientation(&inverse, u16::from(o));
+            for (g, channel) in [("west", 0), ("east", 2), ("center", 1)] {
+                let out = ok(
+                    &jpeg,
+                    &ResizeSpec {
+                        gravity: Gravity::from_param(g).unwrap_or_default(),
+                        ..spec(Some(30), Some(30), Fit::Cover)
+                    },
+                );
+                assert_eq!(dims(&out), (30, 30), "orientation {o}");
+                assert_eq!(
+                    dominant(rgb_at(&out, 15, 15)),
+                    channel,
+                    "orientation {o} {g}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn smart_crop_keeps_an_off_centre_subject() {
+        // A flat light background with a textured subject in the right fifth.
+        let img = DynamicImage::ImageRgb8(image::RgbImage::from_fn(500, 100, |x, y| {
+            if (400..480).contains(&x) && (10..90).contains(&y) {
+                image::Rgb([200, if (x + y) % 6 < 3 { 30 } else { 120 }, 40])
+            } else {
+                image::Rgb([230, 230, 230])
+            }
+        }));
+        for format in [Format::Png, Format::Jpeg] {
+            let bytes = testdata::encode(&img, format);
+            let smart = ResizeSpec {
+                gravity: Gravity::Smart,
+                ..spec(Some(100), Some(100), Fit::Cover)
+            };
+            let out = ok(&bytes, &smart);
+            assert_eq!(dims(&out), (100, 100));
+            // The subject (x 400..480 of 500, the window is 100 wide) is in frame.
+            let decoded = testdata::decode(&out.bytes).to_rgb8();
+            let reddish = decoded
+                .pixels()
+                .filter(|p| p.0[0] > 150 && p.0[2] < 100)
+                .count();
+            assert!(reddish > 4000, "{format}: subject pixels {reddish}");
+            // A centred crop would show only background.
+            let centred = ok(&bytes, &spec(Some(100), Some(100), Fit::Cover));
+            let px = rgb_at(&centred, 50, 50);
+            assert!(px.iter().all(|&c| c > 200), "{px:?}");
+            // Deterministic.
+            assert_eq!(ok(&bytes, &smart).bytes, out.bytes);
+        }
+    }
+
+    #[test]
+    fn contain_pads_to_the_exact_box() {
+        let png = testdata::encode(&thirds(), Format::Png);
+        let padded = |format, bg| {
+            ok(
+                &png,
+                &ResizeSpec {
+                    pad: true,
+                    background: bg,
+                    format: Some(format),
+                    ..spec(Some(60), Some(60), Fit::Contain)
+                },
+            )
+        };
+        let out = padded(Format::Png, Some([255, 0, 255, 255]));
+        assert_eq!(dims(&out), (60, 60));
+        // Image 60x20 centred: rows 20..40.
+        assert_eq!(rgb_at(&out, 30, 5), [255, 0, 255]);
+        assert_eq!(rgb_at(&out, 30, 55), [255, 0, 255]);
+        assert_eq!(dominant(rgb_at(&out, 30, 30)), 1);
+        // Default padding: transparent for PNG, white for JPEG.
+        let out = padded(Format::Png, None);
+        assert_eq!(
+            testdata::decode(&out.bytes).to_rgba8().get_pixel(30, 5).0[3],
+            0
+        );
+        let out = padded(Format::Jpeg, None);
+        assert_eq!(dims(&out), (60, 60));
+        assert!(rgb_at(&out, 30, 5).iter().all(|&c| c > 245));
+        // Without pad, contain keeps the aspect.
+        assert_eq!(
+            dims(&ok(&png, &spec(Some(60), Some(60), Fit::Contain))),
+            (60, 20)
+        );
+    }
+
+    #[test]
+    fn enlarge_0_never_exceeds_the_source() {
+        let png = testdata::encode(&testdata::gradient(100, 50), Format::Png);
+        let no = |w, h, fit| ResizeSpec {
+            enlarge: false,
+            ..spec(w, h, fit)
+        };
+        for (s, expected) in [
+            (no(Some(400), None, Fit::Contain), (100, 50)),
+            (no(None, Some(400), Fit::Contain), (100, 50)),
+            (no(Some(50), None, Fit::Contain), (50, 25)),
+            (no(Some(400), Some(400), Fit::Contain), (100, 50)),
+            (no(Some(400), Some(400), Fit::Fill), (100, 50)),
+            (no(Some(80), Some(400), Fit::Fill), (80, 50)),
+            // Cover: the box's aspect at the source's scale.
+            (no(Some(400), Some(400), Fit::Cover), (50, 50)),
+            (no(Some(40), Some(40), Fit::Cover), (40, 40)),
+            (spec(Some(400), None, Fit::Contain), (400, 200)),
+        ] {
+            assert_eq!(dims(&ok(&png, &s)), expected, "{s:?}");
+        }
+        // Padding still gives the exact box without enlarging the picture.
+        let padded = ok(
+            &png,
+            &ResizeSpec {
+                pad: true,
+                ..no(Some(300), Some(300), Fit::Contain)
+            },
+        );
+        assert_eq!(dims(&padded), (300, 300));
+        let rgba = testdata::decode(&padded.bytes).to_rgba8();
+        assert_eq!(
+            rgba.get_pixel(150, 120).0[3],
+            0,
+            "padding above the 100x50 image"
+        );
+        assert_eq!(rgba.get_pixel(150, 150).0[3], 255);
+    }
+
+    #[test]
+    fn effects_run_in_the_pipeline() {
+        let png = testdata::encode(&testdata::halves(200, 100), Format::Png);
+        let with = |fx: Effects| ResizeSpec {
+            effects: fx,
+            ..spec(Some(100), None, Fit::Contain)
+        };
+        let r90 = ok(
+            &png,
+            &with(Effects {
+                rotate: 90,
+                ..Effects::default()
+            }),
+        );
+        // Rotation is applied after the resize: w/h describe the unrotated output.
+        assert_eq!(dims(&r90), (50, 100));
+        assert_eq!(dominant(rgb_at(&r90, 25, 10)), 0, "red on top after 90° CW");
+        let flipped = ok(
+            &png,
+            &with(Effects {
+                flip_h: true,
+                ..Effects::default()
+            }),
+        );
+        assert_eq!(dominant(rgb_at(&flipped, 5, 25)), 2, "blue on the left");
+        let blurred = ok(
+            &png,
+            &with(Effects {
+                blur_tenths: Some(40),
+                ..Effects::default()
+            }),
+        );
+        let edge = rgb_at(&blurred, 50, 25);
+        assert!(
+            edge[0] > 40 && edge[2] > 40,
+            "edge mixes both halves: {edge:?}"
+        );
+        let plain = ok(&png, &with(Effects::default()));
+        let sharp = ok(
+            &png,
+            &with(Effects {
+                sharpen_tenths: Some(20),
+                ..Effects::default()
+            }),
+        );
+        assert_ne!(plain.bytes, sharp.bytes);
+    }
+
+    #[test]
+    fn jpeg_flattens_onto_bg_and_can_be_progressive() {
+        let png = testdata::encode(&testdata::translucent(64, 32), Format::Png);
+        let out = ok(
+            &png,
+            &ResizeSpec {
+                format: Some(Format::Jpeg),
+                background: Some([0, 0, 255, 255]),
+                ..spec(Some(32), None, Fit::Contain)
+            },
+        );
+        let px = rgb_at(&out, 2, 8);
+        assert!(px[2] > 230 && px[0] < 30 && px[1] < 30, "{px:?}");
+        let is_progressive = |b: &[u8]| b.windows(2).any(|w| w == [0xFF, 0xC2]);
+        let base = ok(
+            &png,
+            &spec(Some(32), None, Fit::Contain).with_format(Format::Jpeg),
+        );
+        assert!(!is_progressive(&base.bytes));
+        let prog = ok(
+            &png,
+            &ResizeSpec {
+                progressive: true,
+                ..spec(Some(32), None, Fit::Contain).with_format(Format::Jpeg)
+            },
+        );
+        assert!(is_progressive(&prog.bytes));
+        assert_eq!(dims(&prog), (32, 16));
+    }
+
+    #[test]
+    fn crops_map_to_stored_space_for_every_orientation() {
+        let plan = Plan {
+            width: 10,
+            height: 10,
+            crop: Some((10.0, 20.0, 30.0, 40.0)),
+            canvas: None,
+            smart: false,
+        };
+        // Stored 200x100 for the non-swapping ones; 100x200 displayed as 200x100 otherwise.
+        for (o, expect) in [
+            (Orientation::NoTransforms, (10.0, 20.0, 30.0, 40.0)),
+            (Orientation::FlipHorizontal, (160.0, 20.0, 30.0, 40.0)),
+            (Orientation::Rotate180, (160.0, 40.0, 30.0, 40.0)),
+            (Orientation::FlipVertical, (10.0, 40.0, 30.0, 40.0)),
+        ] {
+            assert_eq!(plan.to_stored(o, 200.0, 100.0).crop, Some(expect), "{o:?}");
+        }
+        for (o, expect) in [
+            (Orientation::Rotate90FlipH, (20.0, 10.0, 40.0, 30.0)),
+            (Orientation::Rotate90, (20.0, 160.0, 40.0, 30.0)),
+            (Orientation::Rotate270FlipH, (40.0, 160.0, 40.0, 30.0)),
+            (Orientation::Rotate270, (40.0, 10.0, 40.0, 30.0)),
+        ] {
+            assert_eq!(plan.to_stored(o, 100.0, 200.0).crop, Some(expect), "{o:?}");
         }
     }
 
