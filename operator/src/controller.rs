@@ -18,19 +18,22 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
-use k8s_openapi::api::core::v1::{ObjectReference, Service};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
+use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use tokio_util::sync::CancellationToken;
 
-use crate::apply::{self, Change};
+use crate::apply::{self, ApiVersions, Change};
 use crate::build::{self, labels::MANAGED_BY};
 use crate::crd::SisCluster;
+use crate::dereference;
 use crate::error::Error;
 use crate::leader::{LeaderElector, LeaseConfig};
 use crate::metrics::Metrics;
@@ -52,6 +55,8 @@ pub struct Context {
     pub metrics: Metrics,
     /// Consecutive failures per SisCluster (`namespace/name`), for backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Served HPA and PodDisruptionBudget versions, discovered on first use.
+    versions: tokio::sync::OnceCell<ApiVersions>,
 }
 
 impl Context {
@@ -70,7 +75,14 @@ impl Context {
             recorder,
             metrics,
             failures: Mutex::new(HashMap::new()),
+            versions: tokio::sync::OnceCell::new(),
         }
+    }
+
+    async fn versions(&self) -> Result<&ApiVersions, Error> {
+        self.versions
+            .get_or_try_init(|| ApiVersions::discover(&self.client))
+            .await
     }
 
     fn record_failure(&self, key: &str) -> u32 {
@@ -176,8 +188,32 @@ pub async fn reconcile(cluster: Arc<SisCluster>, ctx: Arc<Context>) -> Result<Ac
         }
     };
 
+    let mut validated = validated;
+    validated.secret_hashes =
+        dereference::secret_hashes(&ctx.client, &namespace, &validated).await?;
     let children = build::build_children(&validated);
-    let applied = match apply::apply_children(&ctx.client, &namespace, children).await {
+    if let Some(message) = apply::storage_switch(&ctx.client, &namespace, &children).await? {
+        ctx.metrics.reconcile_failed("storage_switch");
+        tracing::warn!(cluster = %key(&cluster), %message, "storage switch refused");
+        let outcome = Outcome::Refused {
+            reason: "StorageSwitchRefused",
+            message: message.clone(),
+        };
+        let new = status::compute(&cluster, &outcome, &now());
+        if status::write(&api, &cluster, &new).await? {
+            ctx.publish(
+                &cluster,
+                EventType::Warning,
+                "StorageSwitchRefused",
+                message,
+            )
+            .await;
+        }
+        ctx.reset_failures(&key(&cluster));
+        return Ok(Action::await_change());
+    }
+    let versions = ctx.versions().await?;
+    let applied = match apply::apply_children(&ctx.client, &namespace, children, versions).await {
         Ok(applied) => applied,
         Err(error) => {
             let message = error.to_string();
@@ -194,6 +230,7 @@ pub async fn reconcile(cluster: Arc<SisCluster>, ctx: Arc<Context>) -> Result<Ac
         let (reason, verb) = match child.change {
             Change::Created => ("Created", "created"),
             Change::Updated => ("Updated", "updated"),
+            Change::Deleted => ("Deleted", "deleted"),
             Change::Unchanged => continue,
         };
         tracing::info!(cluster = %key(&cluster), kind = child.kind, name = %child.name, "{verb}");
@@ -209,8 +246,9 @@ pub async fn reconcile(cluster: Arc<SisCluster>, ctx: Arc<Context>) -> Result<Ac
 
     let outcome = Outcome::Applied {
         deployment: &applied.deployment,
-        statefulset: &applied.statefulset,
+        server: &applied.server,
         endpoint: build::endpoint_url(&validated),
+        agent_selector: build::selector_string(&validated, build::labels::Component::Agent),
         warning: applied.warning.clone(),
     };
     let new = status::compute(&cluster, &outcome, &now());
@@ -433,10 +471,28 @@ fn run_controller(
         metrics,
         config.identity.clone(),
     ));
-    let controller = Controller::new(clusters, watcher::Config::default())
+    let secrets = match &config.watch_namespace {
+        Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), ns),
+        None => Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
+    };
+    let controller = Controller::new(clusters, watcher::Config::default());
+    let store = controller.store();
+    // A Secret's new value must roll the pods that read it (dereference.rs): any change to a
+    // Secret (metadata watch: no values cached here) reconciles the SisClusters naming it.
+    let controller = controller
         .owns(deployments, owned.clone())
         .owns(statefulsets, owned.clone())
         .owns(services, owned)
+        .watches(secrets, watcher::Config::default(), move |secret| {
+            let namespace = secret.metadata.namespace.clone();
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            store
+                .state()
+                .into_iter()
+                .filter(|c| c.metadata.namespace == namespace && names_secret(c, &name))
+                .map(|c| ObjectRef::from_obj(&*c))
+                .collect::<Vec<_>>()
+        })
         .graceful_shutdown_on(stop.cancelled_owned())
         .run(reconcile, error_policy, ctx);
     async move {
@@ -455,9 +511,33 @@ fn run_controller(
     }
 }
 
+/// Whether the SisCluster's pods read the Secret `name` (API token or S3 keys).
+fn names_secret(cluster: &SisCluster, name: &str) -> bool {
+    let spec = &cluster.spec;
+    spec.api_token_secret
+        .as_ref()
+        .is_some_and(|s| s.name == name)
+        || spec
+            .server
+            .storage
+            .s3
+            .as_ref()
+            .and_then(|s3| s3.credentials_secret.as_ref())
+            .is_some_and(|c| c.name == name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secrets_that_reconcile_a_cluster() {
+        let s3 = crate::fixtures::s3_sample();
+        assert!(names_secret(&s3, "sis-token"));
+        assert!(names_secret(&s3, "photos-s3"));
+        assert!(!names_secret(&s3, "unrelated"));
+        assert!(!names_secret(&crate::fixtures::sample(), "photos-s3"));
+    }
 
     #[test]
     fn backoff_doubles_up_to_five_minutes() {

@@ -12,6 +12,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{Affinity, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
     CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
 };
@@ -38,7 +39,12 @@ pub const VERSION: &str = "v1alpha1";
     namespaced,
     status = "SisClusterStatus",
     derive = "PartialEq",
-    doc = "A sis image service: one storage server (StatefulSet + PersistentVolumeClaim) and a pool of caching agents (Deployment + Service).",
+    scale(
+        spec_replicas_path = ".spec.agent.replicas",
+        status_replicas_path = ".status.agent.replicas",
+        label_selector_path = ".status.agent.selector"
+    ),
+    doc = "A sis image service: a storage server tier (a StatefulSet with a PersistentVolumeClaim, or a Deployment of replicas over one S3 bucket) and a pool of caching agents (Deployment + Service). `kubectl scale sis/NAME --replicas=N` scales the agents.",
     printcolumn = r#"{"name":"Agents ready","type":"integer","description":"Agent pods that are ready","jsonPath":".status.agent.readyReplicas"}"#,
     printcolumn = r#"{"name":"Server ready","type":"integer","description":"Server pods that are ready","jsonPath":".status.server.readyReplicas"}"#,
     printcolumn = r#"{"name":"Phase","type":"string","description":"Running, Progressing or Degraded","jsonPath":".status.phase"}"#,
@@ -92,7 +98,8 @@ impl PullPolicy {
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct AgentSpec {
-    /// Number of agent pods.
+    /// Number of agent pods (the scale subresource: `kubectl scale sis/NAME --replicas=N`).
+    /// Ignored while `autoscaling` is enabled: the HorizontalPodAutoscaler sets the count.
     #[serde(default = "default_agent_replicas")]
     #[schemars(range(min = 0, max = 1000))]
     pub replicas: i32,
@@ -102,13 +109,56 @@ pub struct AgentSpec {
     #[schemars(schema_with = "quantity_schema")]
     pub cache_size: Quantity,
 
-    /// Compute resources of the agent container (requests and limits).
+    /// Compute resources of the agent container (requests and limits). Autoscaling on CPU
+    /// needs `requests.cpu`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
 
     /// The Service in front of the agents.
     #[serde(default)]
     pub service: AgentServiceSpec,
+
+    /// A HorizontalPodAutoscaler on CPU for the agent Deployment, owned by the SisCluster.
+    /// Unset or `enabled: false`: no HPA (an existing one is removed) and `replicas` applies.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+
+    /// The agents' PodDisruptionBudget (default: `maxUnavailable: 1`).
+    #[serde(default)]
+    pub disruption_budget: DisruptionBudgetSpec,
+
+    /// Rolling update of the agents (default `maxSurge: 25%`, `maxUnavailable: 0`).
+    #[serde(default)]
+    pub rollout: RolloutSpec,
+
+    /// Seconds a terminating agent sleeps in its `preStop` hook before sis gets SIGTERM, so
+    /// that it leaves the Service endpoints while still serving. The pod's grace period is this
+    /// plus 35 s (sis's 30 s `--shutdown-timeout` plus a margin).
+    #[serde(default = "default_pre_stop_seconds")]
+    #[schemars(range(min = 0, max = 120))]
+    pub pre_stop_seconds: i32,
+
+    /// Node labels the agent pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the agent pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Affinity of the agent pods. When neither this nor `topologySpreadConstraints` is set,
+    /// agents get a soft pod anti-affinity per node and a soft spread over zones and nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Topology spread constraints of the agent pods (see `affinity` for the default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the agent pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub priority_class_name: Option<String>,
 }
 
 impl Default for AgentSpec {
@@ -118,8 +168,169 @@ impl Default for AgentSpec {
             cache_size: default_agent_cache_size(),
             resources: None,
             service: AgentServiceSpec::default(),
+            autoscaling: None,
+            disruption_budget: DisruptionBudgetSpec::default(),
+            rollout: RolloutSpec::default(),
+            pre_stop_seconds: default_pre_stop_seconds(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            topology_spread_constraints: Vec::new(),
+            priority_class_name: None,
         }
     }
+}
+
+fn default_pre_stop_seconds() -> i32 {
+    5
+}
+
+/// HorizontalPodAutoscaler settings (`autoscaling/v2`, or `v2beta2` where `v2` is not served).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// `false` removes the HPA and gives `replicas` back to the spec.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Lower bound of the agent count.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub min_replicas: i32,
+    /// Upper bound of the agent count (at least `minReplicas`).
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// Average CPU utilization (percent of `resources.requests.cpu`) the HPA aims for.
+    #[serde(
+        rename = "targetCPUUtilizationPercentage",
+        default = "default_target_cpu"
+    )]
+    #[schemars(range(min = 1, max = 1000))]
+    pub target_cpu_utilization_percentage: i32,
+}
+
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        AutoscalingSpec {
+            enabled: true,
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            target_cpu_utilization_percentage: default_target_cpu(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_min_replicas() -> i32 {
+    2
+}
+
+fn default_max_replicas() -> i32 {
+    10
+}
+
+fn default_target_cpu() -> i32 {
+    75
+}
+
+/// A PodDisruptionBudget (`policy/v1`, or `policy/v1beta1` where `v1` is not served).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct DisruptionBudgetSpec {
+    /// `false`: no PodDisruptionBudget (an existing one is removed).
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Pods that a voluntary disruption (a node drain) may take at once: a count or a
+    /// percentage (`1`, `25%`).
+    #[serde(default = "default_max_unavailable_budget")]
+    #[schemars(schema_with = "int_or_percent_schema")]
+    pub max_unavailable: IntOrPercent,
+}
+
+impl Default for DisruptionBudgetSpec {
+    fn default() -> Self {
+        DisruptionBudgetSpec {
+            enabled: true,
+            max_unavailable: default_max_unavailable_budget(),
+        }
+    }
+}
+
+fn default_max_unavailable_budget() -> IntOrPercent {
+    IntOrPercent::Int(1)
+}
+
+/// Rolling-update parameters of the agent Deployment.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutSpec {
+    /// Extra pods above the desired count during a rollout (count or percentage).
+    #[serde(default = "default_max_surge")]
+    #[schemars(schema_with = "int_or_percent_schema")]
+    pub max_surge: IntOrPercent,
+    /// Pods below the desired count during a rollout (count or percentage); not both 0.
+    #[serde(default = "default_rollout_max_unavailable")]
+    #[schemars(schema_with = "int_or_percent_schema")]
+    pub max_unavailable: IntOrPercent,
+}
+
+impl Default for RolloutSpec {
+    fn default() -> Self {
+        RolloutSpec {
+            max_surge: default_max_surge(),
+            max_unavailable: default_rollout_max_unavailable(),
+        }
+    }
+}
+
+fn default_max_surge() -> IntOrPercent {
+    IntOrPercent::Percent("25%".to_owned())
+}
+
+fn default_rollout_max_unavailable() -> IntOrPercent {
+    IntOrPercent::Int(0)
+}
+
+/// A pod count or a percentage (`3`, `25%`), as Kubernetes' int-or-string fields take.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum IntOrPercent {
+    Int(i32),
+    Percent(String),
+}
+
+impl IntOrPercent {
+    /// As Kubernetes' `IntOrString`.
+    pub fn to_int_or_string(&self) -> k8s_openapi::apimachinery::pkg::util::intstr::IntOrString {
+        use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+        match self {
+            IntOrPercent::Int(n) => IntOrString::Int(*n),
+            IntOrPercent::Percent(p) => IntOrString::String(p.clone()),
+        }
+    }
+
+    /// Whether this is zero (`0` or `0%`).
+    pub fn is_zero(&self) -> bool {
+        match self {
+            IntOrPercent::Int(n) => *n == 0,
+            IntOrPercent::Percent(p) => p.trim_end_matches('%').parse::<u32>() == Ok(0),
+        }
+    }
+}
+
+/// Regular expression of the string form of [`IntOrPercent`].
+pub const PERCENT_PATTERN: &str = r"^(100|[1-9]?[0-9])%$";
+
+fn int_or_percent_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "anyOf": [{"type": "integer"}, {"type": "string"}],
+        "minimum": 0,
+        "pattern": PERCENT_PATTERN,
+        "x-kubernetes-int-or-string": true,
+    })
 }
 
 fn default_agent_replicas() -> i32 {
@@ -177,7 +388,7 @@ impl ServiceType {
     }
 }
 
-/// The storage server.
+/// The storage server tier.
 #[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ServerSpec {
@@ -186,14 +397,46 @@ pub struct ServerSpec {
     #[schemars(schema_with = "quantity_schema")]
     pub cache_size: Quantity,
 
-    /// The server's PersistentVolumeClaim (`data`, mounted at `/data`). Kept when the
-    /// SisCluster is deleted.
+    /// Where the server keeps images: a PersistentVolumeClaim (`size`, the default, one
+    /// server in a StatefulSet) or an S3 bucket (`s3`, `replicas` stateless servers in a
+    /// Deployment). Not both; switching an existing cluster between them is refused.
     #[serde(default)]
     pub storage: StorageSpec,
+
+    /// Server pods. With `storage.s3` the default is 2; with a volume it must be 1 (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 100))]
+    pub replicas: Option<i32>,
 
     /// Compute resources of the server container (requests and limits).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub resources: Option<Resources>,
+
+    /// The servers' PodDisruptionBudget, made only when there is more than one server
+    /// (S3 storage). Default `maxUnavailable: 1`.
+    #[serde(default)]
+    pub disruption_budget: DisruptionBudgetSpec,
+
+    /// Node labels the server pods must match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations of the server pods.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tolerations: Vec<Toleration>,
+
+    /// Affinity of the server pods (none by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub affinity: Option<Affinity>,
+
+    /// Topology spread constraints of the server pods (none by default).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+
+    /// PriorityClass of the server pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub priority_class_name: Option<String>,
 }
 
 impl Default for ServerSpec {
@@ -201,7 +444,14 @@ impl Default for ServerSpec {
         ServerSpec {
             cache_size: default_server_cache_size(),
             storage: StorageSpec::default(),
+            replicas: None,
             resources: None,
+            disruption_budget: DisruptionBudgetSpec::default(),
+            node_selector: BTreeMap::new(),
+            tolerations: Vec::new(),
+            affinity: None,
+            topology_spread_constraints: Vec::new(),
+            priority_class_name: None,
         }
     }
 }
@@ -210,33 +460,89 @@ fn default_server_cache_size() -> Quantity {
     Quantity("0".to_owned())
 }
 
-/// The server's volume claim. Only honoured when the claim is created: a StatefulSet's
+/// The server's storage: a volume claim (`size`, `storageClassName`; 10Gi when nothing is
+/// set) or an S3 bucket (`s3`). The claim is only honoured when it is created: a StatefulSet's
 /// `volumeClaimTemplates` cannot be changed afterwards.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {
-    /// Requested size of the volume.
-    #[serde(default = "default_storage_size")]
-    #[schemars(schema_with = "quantity_schema")]
-    pub size: Quantity,
+    /// Requested size of the volume (default 10Gi when `s3` is unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "optional_quantity_schema")]
+    pub size: Option<Quantity>,
 
     /// StorageClass of the volume; the cluster default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub storage_class_name: Option<String>,
+
+    /// An S3-compatible bucket instead of a volume (`sis server --storage s3://...`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3: Option<S3Spec>,
 }
 
-impl Default for StorageSpec {
-    fn default() -> Self {
-        StorageSpec {
-            size: default_storage_size(),
-            storage_class_name: None,
-        }
-    }
+/// Default volume size when neither `size` nor `s3` is set.
+pub const DEFAULT_STORAGE_SIZE: &str = "10Gi";
+
+/// An S3-compatible object store (AWS S3, Ceph RGW, MinIO, R2, ...).
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3Spec {
+    /// Bucket name (must exist).
+    #[schemars(
+        length(min = 3, max = 63),
+        regex(pattern = r"^[a-z0-9][a-z0-9.-]*[a-z0-9]$")
+    )]
+    pub bucket: String,
+
+    /// Key prefix inside the bucket (no leading or trailing `/`); none by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[^/].*[^/]$|^[^/]$"))]
+    pub prefix: Option<String>,
+
+    /// Endpoint URL for a non-AWS store, e.g. `http://rgw.ceph.svc:8080`; AWS by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^https?://[^\s]+$"))]
+    pub endpoint: Option<String>,
+
+    /// Region (sis's default when unset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1))]
+    pub region: Option<String>,
+
+    /// Path-style requests (`endpoint/bucket/key`), as Ceph RGW and MinIO usually need.
+    #[serde(default)]
+    pub path_style: bool,
+
+    /// Secret with the access key pair, passed as `AWS_ACCESS_KEY_ID` /
+    /// `AWS_SECRET_ACCESS_KEY`. Unset: the pods get no keys (e.g. a node or workload identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_secret: Option<S3CredentialsSecret>,
 }
 
-fn default_storage_size() -> Quantity {
-    Quantity("10Gi".to_owned())
+/// Where the S3 keys are: a Secret in the SisCluster's namespace.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct S3CredentialsSecret {
+    /// Name of the Secret.
+    #[schemars(length(min = 1))]
+    pub name: String,
+    /// Key holding the access key id.
+    #[serde(default = "default_access_key_id_key")]
+    #[schemars(length(min = 1))]
+    pub access_key_id_key: String,
+    /// Key holding the secret access key.
+    #[serde(default = "default_secret_access_key_key")]
+    #[schemars(length(min = 1))]
+    pub secret_access_key_key: String,
+}
+
+fn default_access_key_id_key() -> String {
+    "AWS_ACCESS_KEY_ID".to_owned()
+}
+
+fn default_secret_access_key_key() -> String {
+    "AWS_SECRET_ACCESS_KEY".to_owned()
 }
 
 /// Compute resources: the `limits` and `requests` of a core/v1 `ResourceRequirements`
@@ -303,6 +609,9 @@ pub struct ReplicaStatus {
     pub replicas: i32,
     /// Ready replicas.
     pub ready_replicas: i32,
+    /// Label selector of the pods, as a string (the scale subresource's `labelSelectorPath`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
 }
 
 /// Regular expression for a non-negative Kubernetes quantity in string form
@@ -319,6 +628,10 @@ fn quantity_schema(_: &mut SchemaGenerator) -> Schema {
         "pattern": QUANTITY_PATTERN,
         "x-kubernetes-int-or-string": true,
     })
+}
+
+fn optional_quantity_schema(generator: &mut SchemaGenerator) -> Schema {
+    quantity_schema(generator)
 }
 
 fn quantity_map_schema(generator: &mut SchemaGenerator) -> Schema {
@@ -413,7 +726,14 @@ mod tests {
         assert_eq!(crd["spec"]["scope"], "Namespaced");
         let version = &crd["spec"]["versions"][0];
         assert_eq!(version["name"], "v1alpha1");
-        assert_eq!(version["subresources"], json!({"status": {}}));
+        assert_eq!(
+            version["subresources"],
+            json!({"status": {}, "scale": {
+                "specReplicasPath": ".spec.agent.replicas",
+                "statusReplicasPath": ".status.agent.replicas",
+                "labelSelectorPath": ".status.agent.selector"
+            }})
+        );
         let columns: Vec<_> = version["additionalPrinterColumns"]
             .as_array()
             .unwrap()
@@ -463,11 +783,46 @@ mod tests {
             spec["properties"]["imagePullPolicy"]["enum"],
             json!(["Always", "IfNotPresent", "Never"])
         );
-        assert_eq!(
-            spec["properties"]["server"]["default"]["storage"]["size"],
-            "10Gi"
+        // No schema default for the volume size: it would collide with `s3` (validate.rs
+        // applies 10Gi when neither is set).
+        assert!(
+            spec["properties"]["server"]["properties"]["storage"]["properties"]["size"]
+                .get("default")
+                .is_none()
         );
         let agent_props = &spec["properties"]["agent"]["properties"];
+        assert_eq!(
+            agent_props["disruptionBudget"]["default"],
+            json!({"enabled": true, "maxUnavailable": 1})
+        );
+        assert_eq!(
+            agent_props["rollout"]["default"],
+            json!({"maxSurge": "25%", "maxUnavailable": 0})
+        );
+        assert_eq!(
+            agent_props["rollout"]["properties"]["maxSurge"]["x-kubernetes-int-or-string"],
+            true
+        );
+        assert_eq!(agent_props["preStopSeconds"]["default"], 5);
+        let autoscaling = &agent_props["autoscaling"]["properties"];
+        assert_eq!(autoscaling["minReplicas"]["minimum"], 1.0);
+        assert_eq!(autoscaling["targetCPUUtilizationPercentage"]["default"], 75);
+        let s3 = &spec["properties"]["server"]["properties"]["storage"]["properties"]["s3"];
+        assert_eq!(s3["required"], json!(["bucket"]));
+        assert_eq!(s3["properties"]["pathStyle"]["default"], false);
+        assert_eq!(
+            s3["properties"]["credentialsSecret"]["properties"]["accessKeyIdKey"]["default"],
+            "AWS_ACCESS_KEY_ID"
+        );
+        assert_eq!(
+            agent_props["tolerations"]["items"]["properties"]["effect"]["type"],
+            "string"
+        );
+        assert!(agent_props["affinity"]["properties"]["podAntiAffinity"].is_object());
+        assert_eq!(
+            agent_props["topologySpreadConstraints"]["items"]["required"],
+            json!(["maxSkew", "topologyKey", "whenUnsatisfiable"])
+        );
         assert_eq!(
             agent_props["resources"]["nullable"], true,
             "SSA on 1.20 may send null"

@@ -22,6 +22,20 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("deleting {kind} {name}: {source}")]
+    Delete {
+        kind: &'static str,
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("discovering the served API versions: {source}")]
+    Discovery {
+        #[source]
+        source: kube::Error,
+    },
+    #[error("serializing {kind}: {message}")]
+    Serialize { kind: &'static str, message: String },
     #[error("updating status of SisCluster {name}: {source}")]
     Status {
         name: String,
@@ -38,6 +52,9 @@ impl Error {
         match self {
             Error::Fetch { kind, .. } => format!("fetch_{}", kind.to_ascii_lowercase()),
             Error::Apply { kind, .. } => format!("apply_{}", kind.to_ascii_lowercase()),
+            Error::Delete { kind, .. } => format!("delete_{}", kind.to_ascii_lowercase()),
+            Error::Discovery { .. } => "discovery".to_owned(),
+            Error::Serialize { .. } => "serialize".to_owned(),
             Error::Status { .. } => "status".to_owned(),
             Error::MissingMetadata(_) => "missing_metadata".to_owned(),
         }

@@ -51,6 +51,36 @@ pub fn sample() -> SisCluster {
     )
 }
 
+/// The sample with S3 storage (issue 12): a bucket on a Ceph RGW, keys from a Secret, the
+/// default two servers.
+pub fn s3_sample() -> SisCluster {
+    cluster_from_yaml(
+        r#"
+        apiVersion: sis.dev/v1alpha1
+        kind: SisCluster
+        metadata:
+          name: photos
+          namespace: media
+          uid: 6c8f0f5e-0000-4000-8000-000000000001
+          generation: 1
+        spec:
+          image: registry.example/sis:0.1.0
+          imagePullPolicy: IfNotPresent
+          agent: {replicas: 3}
+          server:
+            storage:
+              s3:
+                bucket: photos
+                prefix: prod
+                endpoint: http://rgw.ceph.svc:8080
+                region: default
+                pathStyle: true
+                credentialsSecret: {name: photos-s3}
+          apiTokenSecret: {name: sis-token, key: token}
+        "#,
+    )
+}
+
 /// Chainable tweaks on a fixture.
 pub trait ClusterExt: Sized {
     fn with_agent_replicas(self, replicas: i32) -> Self;

@@ -5,7 +5,8 @@
 //! - [`controller`] — `Context`, `reconcile`, `error_policy`, and `run` (leader election +
 //!   kube-rs `Controller`). A reconcile is a pipeline of the modules below:
 //!   - [`validate`] — spec → `ValidatedCluster`, defaults applied (pure);
-//!   - [`build`] — `ValidatedCluster` → StatefulSet, Deployment, Services (pure);
+//!   - [`dereference`] — hashes of the Secret values the pods read (client, read-only);
+//!   - [`build`] — `ValidatedCluster` → workloads, Services, HPA, PodDisruptionBudgets (pure);
 //!   - [`apply`] — server-side apply with field manager `sis-operator`;
 //!   - [`status`] — conditions, phase, replica counts (pure) and the status write.
 //! - [`leader`] — Lease-based leader election.
@@ -41,6 +42,7 @@ pub mod build;
 pub mod bytesize;
 pub mod controller;
 pub mod crd;
+pub mod dereference;
 pub mod error;
 #[cfg(test)]
 pub mod fixtures;

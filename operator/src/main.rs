@@ -9,16 +9,21 @@
 //! - `sis.dev` `sisclusters/status`: patch — writes status (merge patch)
 //! - `apps` `statefulsets`, `deployments`: get, list, watch, create, patch — server-side apply
 //!   (a PATCH; create is for the first apply of a missing object)
-//! - `""` (core) `services`: get, list, watch, create, patch — same
+//! - `""` (core) `services`: get, list, watch, create, patch, delete — same; delete only to
+//!   re-create the server Service when it must change between headless and ClusterIP
+//! - `autoscaling` `horizontalpodautoscalers`, `policy` `poddisruptionbudgets`: get, create,
+//!   patch, delete — the agents' HPA and the budgets (deleted when the spec turns them off)
+//! - `""` (core) `secrets`: get, list, watch — hashes of the values the pods read (token, S3
+//!   keys) so that a new value rolls the pods; the watch is metadata-only
 //! - `events.k8s.io` `events`: create, patch — the event recorder (patch updates a series)
 //! - `coordination.k8s.io` `leases`: get, create, update — leader election; namespaced to the
 //!   operator's namespace (`POD_NAMESPACE`), may be restricted to `resourceNames: [sis-operator]`
 //!   for get/update (create cannot be restricted by name)
 //!
-//! Not needed: pods, secrets (the token reaches pods through `secretKeyRef`), PVCs
-//! (the StatefulSet controller creates them), delete on anything (garbage collection removes
-//! children), `sisclusters/finalizers` (no `blockOwnerDeletion`), `customresourcedefinitions`
-//! (the CRD is installed by the chart / `kubectl apply`).
+//! Not needed: pods, PVCs (the StatefulSet controller creates them), delete on workloads
+//! (garbage collection removes children; a storage switch is refused, never done by deleting),
+//! `sisclusters/finalizers` (no `blockOwnerDeletion`), `customresourcedefinitions` (the CRD is
+//! installed by the chart / `kubectl apply`).
 
 use std::net::SocketAddr;
 use std::process::ExitCode;

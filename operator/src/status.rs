@@ -11,6 +11,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::json;
 
+use crate::build::ServerWorkload;
 use crate::crd::{ReplicaStatus, SisCluster, SisClusterStatus};
 use crate::error::Error;
 
@@ -31,11 +32,18 @@ pub enum Outcome<'a> {
     InvalidSpec(String),
     /// Applying the children failed (it will be retried).
     ApplyFailed(String),
+    /// Nothing was applied on purpose (a storage switch); `reason` names why.
+    Refused {
+        reason: &'static str,
+        message: String,
+    },
     /// Every child was applied; these are the workloads as the apiserver returned them.
     Applied {
         deployment: &'a Deployment,
-        statefulset: &'a StatefulSet,
+        server: &'a ServerWorkload,
         endpoint: String,
+        /// The agents' label selector as a string (for the scale subresource).
+        agent_selector: String,
         /// Set when part of the spec could not be honoured (storage of an existing server).
         warning: Option<String>,
     },
@@ -140,22 +148,44 @@ pub fn compute(cluster: &SisCluster, outcome: &Outcome<'_>, now: &Time) -> SisCl
             set(DEGRADED, true, "ApplyFailed", message.clone());
             PHASE_DEGRADED
         }
+        Outcome::Refused { reason, message } => {
+            set(
+                READY,
+                false,
+                reason,
+                "the spec was refused, see Degraded".to_owned(),
+            );
+            set(
+                PROGRESSING,
+                false,
+                reason,
+                "waiting for a spec the operator can apply".to_owned(),
+            );
+            set(DEGRADED, true, reason, message.clone());
+            PHASE_DEGRADED
+        }
         Outcome::Applied {
             deployment,
-            statefulset,
+            server,
             endpoint,
+            agent_selector,
             warning,
         } => {
             let agents = Rollout::of_deployment(deployment);
-            let server = Rollout::of_statefulset(statefulset);
+            let server = match server {
+                ServerWorkload::StatefulSet(s) => Rollout::of_statefulset(s),
+                ServerWorkload::Deployment(d) => Rollout::of_deployment(d),
+            };
             status.endpoint = Some(endpoint.clone());
             status.agent = Some(ReplicaStatus {
                 replicas: agents.desired,
                 ready_replicas: agents.ready,
+                selector: Some(agent_selector.clone()),
             });
             status.server = Some(ReplicaStatus {
                 replicas: server.desired,
                 ready_replicas: server.ready,
+                selector: None,
             });
             let counts = format!(
                 "agents {}/{} ready, server {}/{} ready",
@@ -273,8 +303,8 @@ mod tests {
         }
     }
 
-    fn statefulset(ready: i32) -> StatefulSet {
-        StatefulSet {
+    fn statefulset(ready: i32) -> ServerWorkload {
+        ServerWorkload::StatefulSet(StatefulSet {
             metadata: kube::api::ObjectMeta {
                 generation: Some(1),
                 ..Default::default()
@@ -291,14 +321,15 @@ mod tests {
                 update_revision: Some("r1".into()),
                 ..Default::default()
             }),
-        }
+        })
     }
 
-    fn applied<'a>(d: &'a Deployment, s: &'a StatefulSet) -> Outcome<'a> {
+    fn applied<'a>(d: &'a Deployment, s: &'a ServerWorkload) -> Outcome<'a> {
         Outcome::Applied {
             deployment: d,
-            statefulset: s,
+            server: s,
             endpoint: "http://photos-agent.media.svc:80".into(),
+            agent_selector: "app.kubernetes.io/component=agent".into(),
             warning: None,
         }
     }
@@ -314,14 +345,16 @@ mod tests {
             status.agent,
             Some(ReplicaStatus {
                 replicas: 3,
-                ready_replicas: 3
+                ready_replicas: 3,
+                selector: Some("app.kubernetes.io/component=agent".into())
             })
         );
         assert_eq!(
             status.server,
             Some(ReplicaStatus {
                 replicas: 1,
-                ready_replicas: 1
+                ready_replicas: 1,
+                selector: None
             })
         );
         let ready = condition(&status, READY).unwrap();
@@ -399,8 +432,9 @@ mod tests {
         let (d, s) = (deployment(3, 3, 3), statefulset(1));
         let outcome = Outcome::Applied {
             deployment: &d,
-            statefulset: &s,
+            server: &s,
             endpoint: "e".into(),
+            agent_selector: String::new(),
             warning: Some("storage cannot change".into()),
         };
         let status = compute(&cluster, &outcome, &time(1));

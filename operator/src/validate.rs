@@ -5,11 +5,17 @@
 //! cannot fail. A [`ValidationError`] is the user's mistake: the controller reports it as a
 //! `Degraded` condition and an event and waits for the next spec change instead of retrying.
 
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{Affinity, Toleration, TopologySpreadConstraint};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::{Resource, ResourceExt};
 
 use crate::bytesize::{ByteSize, QuantityError};
-use crate::crd::{PullPolicy, Resources, SecretKeyRef, ServiceType, SisCluster};
+use crate::crd::{
+    AutoscalingSpec, DEFAULT_STORAGE_SIZE, DisruptionBudgetSpec, IntOrPercent, PullPolicy,
+    Resources, S3Spec, SecretKeyRef, ServiceType, SisCluster,
+};
 
 /// The longest SisCluster name the children allow: `<name>-server` StatefulSet pods carry a
 /// `controller-revision-hash` label `<name>-server-<10 chars>` that must fit in 63 characters.
@@ -48,27 +54,85 @@ pub struct ValidatedCluster {
     pub agent: ValidatedAgent,
     pub server: ValidatedServer,
     pub api_token_secret: Option<SecretKeyRef>,
+    /// Hashes of the values of the Secrets each tier's pods read, put on the pod templates so
+    /// that a changed value rolls the pods. `validate` leaves them empty: reading Secrets
+    /// needs a client, so the controller fills them in ([`SecretHashes`]).
+    pub secret_hashes: SecretHashes,
+}
+
+/// Per-tier hash of the Secret values the pods consume (see [`ValidatedCluster::secret_hashes`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecretHashes {
+    pub agent: Option<String>,
+    pub server: Option<String>,
 }
 
 /// Agent settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedAgent {
-    pub replicas: i32,
+    /// Replicas to write into the Deployment; `None` while an HPA owns the count.
+    pub replicas: Option<i32>,
+    /// `spec.agent.replicas` as written (reported when the HPA is off).
+    pub spec_replicas: i32,
     pub cache_size: ByteSize,
     pub resources: Option<Resources>,
     pub service_type: ServiceType,
     pub service_port: i32,
+    /// Set when autoscaling is enabled.
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// `maxUnavailable` of the PodDisruptionBudget; `None`: no budget.
+    pub disruption_budget: Option<IntOrPercent>,
+    pub max_surge: IntOrPercent,
+    pub max_unavailable: IntOrPercent,
+    pub pre_stop_seconds: i32,
+    pub placement: Placement,
+}
+
+/// Where and how pods of one tier are scheduled.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Placement {
+    pub node_selector: BTreeMap<String, String>,
+    pub tolerations: Vec<Toleration>,
+    pub affinity: Option<Affinity>,
+    pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
+    pub priority_class_name: Option<String>,
 }
 
 /// Server settings.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidatedServer {
     pub cache_size: ByteSize,
-    /// The quantity as written (the apiserver parses it for the claim).
-    pub storage_size: String,
-    pub storage_class_name: Option<String>,
+    pub storage: ServerStorage,
+    /// Server pods: 1 with a volume, `spec.server.replicas` (default 2) with S3.
+    pub replicas: i32,
     pub resources: Option<Resources>,
+    /// `maxUnavailable` of the servers' PodDisruptionBudget; only with more than one server.
+    pub disruption_budget: Option<IntOrPercent>,
+    pub placement: Placement,
 }
+
+/// The server tier's storage, which decides its workload kind.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerStorage {
+    /// One server in a StatefulSet with a volume claim; `size` as written (the apiserver
+    /// parses it for the claim).
+    Volume {
+        size: String,
+        storage_class_name: Option<String>,
+    },
+    /// Stateless servers in a Deployment over one bucket.
+    S3(S3Spec),
+}
+
+impl ServerStorage {
+    /// Whether the server tier is a StatefulSet (volume) rather than a Deployment (S3).
+    pub fn is_volume(&self) -> bool {
+        matches!(self, ServerStorage::Volume { .. })
+    }
+}
+
+/// Default number of servers over S3.
+pub const DEFAULT_S3_SERVER_REPLICAS: i32 = 2;
 
 /// Why a SisCluster cannot be reconciled.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -95,6 +159,22 @@ pub enum ValidationError {
     ResourceQuantity { field: String, value: String },
     #[error("spec.apiTokenSecret needs a non-empty name and key")]
     Secret,
+    #[error(
+        "spec.server.storage: set either a volume (size, storageClassName) or s3 (a bucket), not both"
+    )]
+    StorageConflict,
+    #[error(
+        "spec.server.replicas must be 1 with a volume (one server owns its PersistentVolumeClaim), got {0}; use spec.server.storage.s3 for more servers"
+    )]
+    VolumeReplicas(i32),
+    #[error("spec.agent.autoscaling.minReplicas ({min}) must not exceed maxReplicas ({max})")]
+    AutoscalingBounds { min: i32, max: i32 },
+    #[error("{0}: must be a count >= 0 or a percentage such as 25%")]
+    IntOrPercent(&'static str),
+    #[error("spec.agent.rollout: maxSurge and maxUnavailable must not both be 0")]
+    RolloutStuck,
+    #[error("spec.agent.preStopSeconds must be between 0 and 120, got {0}")]
+    PreStop(i32),
 }
 
 /// Check a SisCluster and apply defaults.
@@ -138,14 +218,12 @@ pub fn validate(
     }
     let agent_cache = bytes("spec.agent.cacheSize", &spec.agent.cache_size.0)?;
     let server_cache = bytes("spec.server.cacheSize", &spec.server.cache_size.0)?;
-    let storage = &spec.server.storage;
-    let storage_bytes = bytes("spec.server.storage.size", &storage.size.0)?;
-    if storage_bytes.0 == 0 {
-        return Err(ValidationError::Quantity {
-            field: "spec.server.storage.size",
-            source: QuantityError::Syntax("0 (a volume needs a size)".to_owned()),
-        });
-    }
+    let storage = server_storage(cluster)?;
+    let server_replicas = match (&storage, spec.server.replicas) {
+        (ServerStorage::Volume { .. }, None | Some(1)) => 1,
+        (ServerStorage::Volume { .. }, Some(n)) => return Err(ValidationError::VolumeReplicas(n)),
+        (ServerStorage::S3(_), n) => n.unwrap_or(DEFAULT_S3_SERVER_REPLICAS),
+    };
     check_resources("spec.agent.resources", spec.agent.resources.as_ref())?;
     check_resources("spec.server.resources", spec.server.resources.as_ref())?;
     if let Some(secret) = &spec.api_token_secret
@@ -153,6 +231,36 @@ pub fn validate(
     {
         return Err(ValidationError::Secret);
     }
+    let autoscaling = spec.agent.autoscaling.clone().filter(|a| a.enabled);
+    if let Some(a) = &autoscaling
+        && a.min_replicas > a.max_replicas
+    {
+        return Err(ValidationError::AutoscalingBounds {
+            min: a.min_replicas,
+            max: a.max_replicas,
+        });
+    }
+    let rollout = &spec.agent.rollout;
+    check_int_or_percent("spec.agent.rollout.maxSurge", &rollout.max_surge)?;
+    check_int_or_percent(
+        "spec.agent.rollout.maxUnavailable",
+        &rollout.max_unavailable,
+    )?;
+    if rollout.max_surge.is_zero() && rollout.max_unavailable.is_zero() {
+        return Err(ValidationError::RolloutStuck);
+    }
+    if !(0..=120).contains(&spec.agent.pre_stop_seconds) {
+        return Err(ValidationError::PreStop(spec.agent.pre_stop_seconds));
+    }
+    let agent_budget = budget(
+        "spec.agent.disruptionBudget.maxUnavailable",
+        &spec.agent.disruption_budget,
+    )?;
+    let server_budget = budget(
+        "spec.server.disruptionBudget.maxUnavailable",
+        &spec.server.disruption_budget,
+    )?
+    .filter(|_| server_replicas > 1);
 
     Ok(ValidatedCluster {
         name,
@@ -161,20 +269,100 @@ pub fn validate(
         image,
         image_pull_policy: spec.image_pull_policy,
         agent: ValidatedAgent {
-            replicas: spec.agent.replicas,
+            replicas: if autoscaling.is_some() {
+                None
+            } else {
+                Some(spec.agent.replicas)
+            },
+            spec_replicas: spec.agent.replicas,
             cache_size: agent_cache,
             resources: non_empty(spec.agent.resources.as_ref()),
             service_type: spec.agent.service.type_,
             service_port: port,
+            autoscaling,
+            disruption_budget: agent_budget,
+            max_surge: rollout.max_surge.clone(),
+            max_unavailable: rollout.max_unavailable.clone(),
+            pre_stop_seconds: spec.agent.pre_stop_seconds,
+            placement: Placement {
+                node_selector: spec.agent.node_selector.clone(),
+                tolerations: spec.agent.tolerations.clone(),
+                affinity: spec.agent.affinity.clone(),
+                topology_spread_constraints: spec.agent.topology_spread_constraints.clone(),
+                priority_class_name: spec.agent.priority_class_name.clone(),
+            },
         },
         server: ValidatedServer {
             cache_size: server_cache,
-            storage_size: storage.size.0.trim().to_owned(),
-            storage_class_name: storage.storage_class_name.clone(),
+            storage,
+            replicas: server_replicas,
             resources: non_empty(spec.server.resources.as_ref()),
+            disruption_budget: server_budget,
+            placement: Placement {
+                node_selector: spec.server.node_selector.clone(),
+                tolerations: spec.server.tolerations.clone(),
+                affinity: spec.server.affinity.clone(),
+                topology_spread_constraints: spec.server.topology_spread_constraints.clone(),
+                priority_class_name: spec.server.priority_class_name.clone(),
+            },
         },
         api_token_secret: spec.api_token_secret.clone(),
+        secret_hashes: SecretHashes::default(),
     })
+}
+
+/// The server's storage: a volume (the default) or S3, never both.
+fn server_storage(cluster: &SisCluster) -> Result<ServerStorage, ValidationError> {
+    let storage = &cluster.spec.server.storage;
+    if let Some(s3) = &storage.s3 {
+        if storage.size.is_some() || storage.storage_class_name.is_some() {
+            return Err(ValidationError::StorageConflict);
+        }
+        return Ok(ServerStorage::S3(s3.clone()));
+    }
+    let size = storage
+        .size
+        .as_ref()
+        .map_or(DEFAULT_STORAGE_SIZE, |q| q.0.as_str());
+    let storage_bytes = bytes("spec.server.storage.size", size)?;
+    if storage_bytes.0 == 0 {
+        return Err(ValidationError::Quantity {
+            field: "spec.server.storage.size",
+            source: QuantityError::Syntax("0 (a volume needs a size)".to_owned()),
+        });
+    }
+    Ok(ServerStorage::Volume {
+        size: size.trim().to_owned(),
+        storage_class_name: storage.storage_class_name.clone(),
+    })
+}
+
+fn budget(
+    field: &'static str,
+    spec: &DisruptionBudgetSpec,
+) -> Result<Option<IntOrPercent>, ValidationError> {
+    if !spec.enabled {
+        return Ok(None);
+    }
+    check_int_or_percent(field, &spec.max_unavailable)?;
+    Ok(Some(spec.max_unavailable.clone()))
+}
+
+/// The schema checks the same (`minimum`, [`crate::crd::PERCENT_PATTERN`]); this guards objects that
+/// reached us some other way.
+fn check_int_or_percent(field: &'static str, value: &IntOrPercent) -> Result<(), ValidationError> {
+    let ok = match value {
+        IntOrPercent::Int(n) => *n >= 0,
+        IntOrPercent::Percent(p) => p
+            .strip_suffix('%')
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|n| n <= 100),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(ValidationError::IntOrPercent(field))
+    }
 }
 
 fn bytes(field: &'static str, quantity: &str) -> Result<ByteSize, ValidationError> {
@@ -244,12 +432,23 @@ mod tests {
         );
         let v = validate(&cluster, &Defaults::default()).unwrap();
         assert_eq!(v.image, default_image());
-        assert_eq!(v.agent.replicas, 2);
+        assert_eq!(v.agent.replicas, Some(2));
         assert_eq!(v.agent.cache_size.to_cli(), "256MiB");
         assert_eq!(v.agent.service_port, 80);
         assert_eq!(v.agent.service_type, ServiceType::ClusterIP);
         assert_eq!(v.server.cache_size.to_cli(), "0");
-        assert_eq!(v.server.storage_size, "10Gi");
+        assert_eq!(
+            v.server.storage,
+            ServerStorage::Volume {
+                size: "10Gi".into(),
+                storage_class_name: None
+            }
+        );
+        assert_eq!(v.server.replicas, 1);
+        assert_eq!(v.agent.disruption_budget, Some(IntOrPercent::Int(1)));
+        assert_eq!(v.server.disruption_budget, None, "one server: no budget");
+        assert_eq!(v.agent.autoscaling, None);
+        assert_eq!(v.agent.pre_stop_seconds, 5);
         assert_eq!(v.owner.kind, "SisCluster");
         assert_eq!(v.owner.controller, Some(true));
     }
@@ -310,6 +509,32 @@ mod tests {
             ("{apiTokenSecret: {name: '', key: token}}", |e| {
                 matches!(e, ValidationError::Secret)
             }),
+            (
+                "{server: {storage: {size: 5Gi, s3: {bucket: photos}}}}",
+                |e| matches!(e, ValidationError::StorageConflict),
+            ),
+            (
+                "{server: {storage: {storageClassName: fast, s3: {bucket: photos}}}}",
+                |e| matches!(e, ValidationError::StorageConflict),
+            ),
+            ("{server: {replicas: 3}}", |e| {
+                matches!(e, ValidationError::VolumeReplicas(3))
+            }),
+            (
+                "{agent: {autoscaling: {minReplicas: 5, maxReplicas: 2}}}",
+                |e| matches!(e, ValidationError::AutoscalingBounds { min: 5, max: 2 }),
+            ),
+            (
+                "{agent: {rollout: {maxSurge: 0, maxUnavailable: '0%'}}}",
+                |e| matches!(e, ValidationError::RolloutStuck),
+            ),
+            (
+                "{agent: {disruptionBudget: {maxUnavailable: '150%'}}}",
+                |e| matches!(e, ValidationError::IntOrPercent(_)),
+            ),
+            ("{agent: {preStopSeconds: -1}}", |e| {
+                matches!(e, ValidationError::PreStop(-1))
+            }),
         ];
         for (spec, expected) in cases {
             let cluster = fixtures::cluster_from_yaml(&format!(
@@ -342,6 +567,27 @@ mod tests {
                 "{name}"
             );
         }
+    }
+
+    #[test]
+    fn s3_storage_means_replicated_servers_with_a_budget() {
+        let v = validate(&fixtures::s3_sample(), &Defaults::default()).unwrap();
+        assert_eq!(v.server.replicas, DEFAULT_S3_SERVER_REPLICAS);
+        assert!(!v.server.storage.is_volume());
+        assert_eq!(v.server.disruption_budget, Some(IntOrPercent::Int(1)));
+        let mut one = fixtures::s3_sample();
+        one.spec.server.replicas = Some(1);
+        let v = validate(&one, &Defaults::default()).unwrap();
+        assert_eq!((v.server.replicas, v.server.disruption_budget), (1, None));
+        let message = validate(
+            &fixtures::cluster_from_yaml(
+                "metadata: {name: p, namespace: m, uid: '1'}\nspec: {server: {storage: {size: 1Gi, s3: {bucket: b-1}}}}",
+            ),
+            &Defaults::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("not both"), "{message}");
     }
 
     #[test]

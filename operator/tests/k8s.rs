@@ -27,11 +27,13 @@ use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet, StatefulSet};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret, Service};
+use k8s_openapi::api::scheduling::v1::PriorityClass;
 use kube::ResourceExt;
-use kube::api::{DeleteParams, ListParams, PostParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use serde_json::{Value, json};
 use sis_operator::SisCluster;
+use sis_operator::apply::ApiVersions;
 use sis_operator::build;
 use sis_operator::validate::{Defaults, validate};
 
@@ -57,9 +59,16 @@ async fn k8s_1_sample_creates_every_child() {
     // The children equal what the pure builders make from the live SisCluster (with the
     // apiserver's defaults on top).
     let cluster = ns.api::<SisCluster>().get("photos").await.unwrap();
-    let validated = validate(&cluster, &Defaults::default()).unwrap();
+    let mut validated = validate(&cluster, &Defaults::default()).unwrap();
+    validated.secret_hashes =
+        sis_operator::dereference::secret_hashes(&ns.client, ns.name, &validated)
+            .await
+            .unwrap();
     let expected = build::build_children(&validated);
-    assert_subset(&expected.server_statefulset, &live.statefulset);
+    let build::ServerWorkload::StatefulSet(expected_statefulset) = &expected.server else {
+        panic!("a volume-backed server is a StatefulSet");
+    };
+    assert_subset(expected_statefulset, &live.statefulset);
     assert_subset(&expected.agent_deployment, &live.deployment);
     assert_subset(&expected.server_service, &live.server_service);
     assert_subset(&expected.agent_service, &live.agent_service);
@@ -495,7 +504,9 @@ async fn k8s_4_invalid_specs() {
     assert_eq!(created.spec.agent.replicas, 2);
     assert_eq!(created.spec.agent.cache_size.0, "256Mi");
     assert_eq!(created.spec.agent.service.port, 80);
-    assert_eq!(created.spec.server.storage.size.0, "10Gi");
+    // No schema default for the volume size (it would collide with `s3`): the operator applies
+    // 10Gi, checked on the claim below.
+    assert_eq!(created.spec.server.storage.size, None);
 
     // Schema-valid but unusable: 1.5 bytes of cache. Degraded with a message, no crash loop.
     ns.patch_photos(&json!({"spec": {"agent": {"cacheSize": "1.5"}}}))
@@ -523,7 +534,12 @@ async fn k8s_4_invalid_specs() {
         .unwrap();
     assert_eq!(args.last().map(String::as_str), Some("256MiB"));
     // The operator is still alive and reconciling: the other cluster gets its children.
-    ns.children("minimal").await;
+    let minimal = ns.children("minimal").await;
+    assert_eq!(
+        data_claim(&minimal.statefulset).1,
+        "10Gi",
+        "the default size"
+    );
     // Fixing the spec recovers.
     ns.patch_photos(&json!({"spec": {"agent": {"cacheSize": "128Mi"}}}))
         .await
@@ -860,4 +876,574 @@ async fn k8s_8_apply_failures_are_reported_and_retried() {
     )
     .await;
     ns.children("photos").await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 9. Day 2: `kubectl scale` through the scale subresource, the HPA created and removed as
+//    autoscaling is toggled (the served autoscaling version), PodDisruptionBudgets.
+
+/// Run kubectl against the test cluster; panics with its output when it fails.
+fn kubectl(ns: &TestNamespace, args: &[&str]) -> String {
+    let output = Command::new("kubectl")
+        .args([
+            "--kubeconfig",
+            ns.kubeconfig.to_str().unwrap(),
+            "-n",
+            ns.name,
+        ])
+        .args(args)
+        .output()
+        .expect("kubectl runs");
+    assert!(
+        output.status.success(),
+        "kubectl {args:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn deployment_replicas(d: &Deployment) -> Option<i32> {
+    d.spec.as_ref().and_then(|s| s.replicas)
+}
+
+#[tokio::test]
+#[ignore = "needs a real cluster: tests/k8s/operator.sh"]
+async fn k8s_9_scale_autoscale_and_disruption_budgets() {
+    let Some(ns) = TestNamespace::create("op-scale").await else {
+        return;
+    };
+    let (_operator, _) = ns.start_operator_and_sample().await;
+    let versions = ApiVersions::discover(&ns.client).await.unwrap();
+    println!(
+        "served: {} and {}",
+        versions.autoscaler.api_version, versions.disruption_budget.api_version
+    );
+    let hpas: Api<DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), ns.name, &versions.autoscaler);
+    let pdbs: Api<DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), ns.name, &versions.disruption_budget);
+
+    // The agents' budget: maxUnavailable 1 over exactly the agent pods; one server, no budget.
+    let pdb = wait("agent PDB", Duration::from_secs(30), || async {
+        pdbs.get_opt("photos-agent").await.ok()?
+    })
+    .await;
+    assert_eq!(pdb.data["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb.data["spec"]["selector"],
+        json!({"matchLabels": {
+            "app.kubernetes.io/component": "agent",
+            "app.kubernetes.io/instance": "photos",
+            "app.kubernetes.io/name": "sis"
+        }})
+    );
+    assert_eq!(pdb.owner_references()[0].kind, "SisCluster");
+    assert!(pdbs.get_opt("photos-server").await.unwrap().is_none());
+
+    // `kubectl scale` through the SisCluster's scale subresource.
+    ns.wait_for_photos("status.agent.selector", Duration::from_secs(30), |c| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.agent.as_ref())
+            .is_some_and(|a| a.selector.is_some())
+    })
+    .await;
+    kubectl(&ns, &["scale", "sis/photos", "--replicas=5"]);
+    ns.wait_for(
+        "Deployment scaled to 5",
+        Duration::from_secs(30),
+        "photos-agent",
+        |d: &Deployment| deployment_replicas(d) == Some(5),
+    )
+    .await;
+    ns.wait_for_photos("status.agent.replicas 5", Duration::from_secs(30), |c| {
+        c.status
+            .as_ref()
+            .and_then(|s| s.agent.as_ref())
+            .is_some_and(|a| a.replicas == 5)
+    })
+    .await;
+    let scale = ns.api::<SisCluster>().get_scale("photos").await.unwrap();
+    assert_eq!(scale.spec.unwrap().replicas, Some(5));
+    let scale_status = scale.status.unwrap();
+    assert_eq!(scale_status.replicas, 5);
+    let selector = scale_status.selector.unwrap();
+    let agent_pods = ns
+        .api::<Pod>()
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .unwrap();
+    assert!(
+        agent_pods
+            .items
+            .iter()
+            .all(|p| p.labels()["app.kubernetes.io/component"] == "agent")
+            && !agent_pods.items.is_empty(),
+        "the scale selector {selector} selects the agent pods"
+    );
+
+    // Autoscaling on: an HPA owned by the SisCluster; the operator hands replicas over.
+    ns.patch_photos(&json!({"spec": {"agent": {"autoscaling": {
+        "minReplicas": 6, "maxReplicas": 8, "targetCPUUtilizationPercentage": 60}}}}))
+        .await
+        .unwrap();
+    let hpa = wait("HPA created", Duration::from_secs(30), || async {
+        hpas.get_opt("photos-agent").await.ok()?
+    })
+    .await;
+    assert_eq!(
+        hpa.types.as_ref().unwrap().api_version,
+        versions.autoscaler.api_version
+    );
+    assert_eq!(
+        hpa.data["spec"]["scaleTargetRef"],
+        json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": "photos-agent"})
+    );
+    assert_eq!(
+        (
+            &hpa.data["spec"]["minReplicas"],
+            &hpa.data["spec"]["maxReplicas"]
+        ),
+        (&json!(6), &json!(8))
+    );
+    assert_eq!(
+        hpa.data["spec"]["metrics"][0]["resource"]["target"]["averageUtilization"],
+        60
+    );
+    assert_eq!(hpa.owner_references()[0].name, "photos");
+    // The count was not dropped to the default of 1 on the way: the operator no longer
+    // applies it, and the HPA controller raises it to minReplicas.
+    let d = ns.api::<Deployment>().get("photos-agent").await.unwrap();
+    assert!(deployment_replicas(&d).unwrap_or(0) >= 5, "{:?}", d.spec);
+    assert!(
+        !sis_operator::apply::applies_replicas(&d, "sis-operator"),
+        "the operator stopped applying spec.replicas"
+    );
+    ns.wait_for(
+        "HPA raises the agents to minReplicas",
+        Duration::from_secs(60),
+        "photos-agent",
+        |d: &Deployment| deployment_replicas(d) == Some(6),
+    )
+    .await;
+    // Scaling the SisCluster now changes nothing: the HPA owns the count.
+    kubectl(&ns, &["scale", "sis/photos", "--replicas=2"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let d = ns.api::<Deployment>().get("photos-agent").await.unwrap();
+    assert_eq!(deployment_replicas(&d), Some(6));
+
+    // Autoscaling off: the HPA is removed and spec.agent.replicas applies again.
+    ns.patch_photos(&json!({"spec": {"agent": {"autoscaling": {"enabled": false}}}}))
+        .await
+        .unwrap();
+    wait("HPA removed", Duration::from_secs(30), || async {
+        hpas.get_opt("photos-agent")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    ns.wait_for(
+        "replicas back to the spec's 2",
+        Duration::from_secs(30),
+        "photos-agent",
+        |d: &Deployment| deployment_replicas(d) == Some(2),
+    )
+    .await;
+    ns.wait_event("Deleted event", |e| {
+        e.note.as_deref() == Some("HorizontalPodAutoscaler photos-agent deleted")
+    })
+    .await;
+
+    // The budget follows the spec: a percentage, then off.
+    ns.patch_photos(&json!({"spec": {"agent": {"disruptionBudget": {"maxUnavailable": "50%"}}}}))
+        .await
+        .unwrap();
+    wait("PDB 50%", Duration::from_secs(30), || async {
+        let pdb = pdbs.get_opt("photos-agent").await.ok()??;
+        (pdb.data["spec"]["maxUnavailable"] == "50%").then_some(())
+    })
+    .await;
+    ns.patch_photos(&json!({"spec": {"agent": {"disruptionBudget": {"enabled": false}}}}))
+        .await
+        .unwrap();
+    wait("PDB removed", Duration::from_secs(30), || async {
+        pdbs.get_opt("photos-agent")
+            .await
+            .ok()?
+            .is_none()
+            .then_some(())
+    })
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// 10. Placement in both tiers, rollout settings, a rollout's status conditions, and a new
+//     Secret value rolling the pods.
+
+#[tokio::test]
+#[ignore = "needs a real cluster: tests/k8s/operator.sh"]
+async fn k8s_10_placement_rollouts_and_secret_rotation() {
+    let Some(ns) = TestNamespace::create("op-placement").await else {
+        return;
+    };
+    // Pods naming a PriorityClass that does not exist are refused by admission.
+    let priority_classes: Api<PriorityClass> = Api::all(ns.client.clone());
+    let class: PriorityClass =
+        serde_json::from_value(json!({"metadata": {"name": "sis-test-high"}, "value": 1000}))
+            .unwrap();
+    match priority_classes
+        .create(&PostParams::default(), &class)
+        .await
+    {
+        Ok(_) => {}
+        Err(kube::Error::Api(e)) if e.code == 409 => {}
+        Err(e) => panic!("creating the PriorityClass: {e}"),
+    }
+    ns.create_token_secret("first-token").await;
+    let _operator = ns.start_operator("op-placement-a");
+    let mut object = sample(ns.name);
+    object["spec"]["agent"]["nodeSelector"] = json!({"sis.dev/pool": "edge"});
+    object["spec"]["agent"]["tolerations"] =
+        json!([{"key": "dedicated", "operator": "Equal", "value": "sis", "effect": "NoSchedule"}]);
+    object["spec"]["agent"]["priorityClassName"] = json!("sis-test-high");
+    object["spec"]["agent"]["rollout"] = json!({"maxSurge": 1, "maxUnavailable": "10%"});
+    object["spec"]["agent"]["preStopSeconds"] = json!(7);
+    object["spec"]["server"]["nodeSelector"] = json!({"sis.dev/disk": "ssd"});
+    object["spec"]["server"]["tolerations"] = json!([{"key": "storage", "operator": "Exists"}]);
+    object["spec"]["server"]["priorityClassName"] = json!("sis-test-high");
+    object["spec"]["server"]["affinity"] = json!({"nodeAffinity": {
+    "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In", "values": ["amd64"]}]}
+    ]}}});
+    object["spec"]["server"]["topologySpreadConstraints"] = json!([{
+        "maxSkew": 1, "topologyKey": "topology.kubernetes.io/zone",
+        "whenUnsatisfiable": "DoNotSchedule",
+        "labelSelector": {"matchLabels": {"app.kubernetes.io/component": "server"}}
+    }]);
+    ns.apply(&object).await;
+    let live = ns.children("photos").await;
+
+    let agent_pod = serde_json::to_value(live.deployment.pod_template().spec.as_ref()).unwrap();
+    assert_eq!(agent_pod["nodeSelector"], json!({"sis.dev/pool": "edge"}));
+    assert_eq!(agent_pod["tolerations"][0]["key"], "dedicated");
+    assert_eq!(agent_pod["priorityClassName"], "sis-test-high");
+    // No affinity or spread in the spec: the default soft spread of the agents.
+    let preferred = &agent_pod["affinity"]["podAntiAffinity"]["preferredDuringSchedulingIgnoredDuringExecution"];
+    assert_eq!(
+        preferred[0]["podAffinityTerm"]["topologyKey"],
+        "kubernetes.io/hostname"
+    );
+    assert_eq!(
+        agent_pod["topologySpreadConstraints"][0]["topologyKey"],
+        "topology.kubernetes.io/zone"
+    );
+    assert_eq!(
+        agent_pod["topologySpreadConstraints"][0]["whenUnsatisfiable"],
+        "ScheduleAnyway"
+    );
+    assert_eq!(agent_pod["terminationGracePeriodSeconds"], 42);
+    assert_eq!(
+        agent_pod["containers"][0]["lifecycle"]["preStop"]["exec"]["command"],
+        json!(["sleep", "7"])
+    );
+    let strategy = serde_json::to_value(&live.deployment.spec.as_ref().unwrap().strategy).unwrap();
+    assert_eq!(
+        strategy,
+        json!({"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": "10%"}})
+    );
+    let server_pod = serde_json::to_value(live.statefulset.pod_template().spec.as_ref()).unwrap();
+    assert_eq!(server_pod["nodeSelector"], json!({"sis.dev/disk": "ssd"}));
+    assert_eq!(server_pod["tolerations"][0]["operator"], "Exists");
+    assert_eq!(server_pod["priorityClassName"], "sis-test-high");
+    assert_eq!(
+        server_pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+            [0]["matchExpressions"][0]["values"],
+        json!(["amd64"])
+    );
+    assert_eq!(
+        server_pod["topologySpreadConstraints"][0]["whenUnsatisfiable"],
+        "DoNotSchedule"
+    );
+    // The pods the controllers made carry it too (admission accepted the PriorityClass).
+    let pods = ns.api::<Pod>();
+    let server_pod = wait("server pod", Duration::from_secs(60), || async {
+        pods.get_opt("photos-server-0").await.ok()?
+    })
+    .await;
+    let spec = server_pod.spec.unwrap();
+    assert_eq!(spec.priority_class_name.as_deref(), Some("sis-test-high"));
+    assert_eq!(spec.priority, Some(1000));
+
+    // Pods ready: the rollout is complete.
+    ns.make_pods_ready(4).await;
+    ns.wait_for_photos("Progressing=False", Duration::from_secs(60), |c| {
+        has_condition(c, "Progressing", "False", Some("RolloutComplete"))
+            && has_condition(c, "Ready", "True", None)
+    })
+    .await;
+
+    // A new token value (same Secret, same key) rolls both tiers.
+    let before = ns.children("photos").await;
+    let secrets = ns.api::<Secret>();
+    secrets
+        .patch(
+            "sis-token",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"stringData": {"token": "second-token"}})),
+        )
+        .await
+        .unwrap();
+    let d = ns
+        .wait_for(
+            "agent template rolled by the new Secret value",
+            Duration::from_secs(30),
+            "photos-agent",
+            |d: &Deployment| d.config_hash() != before.deployment.config_hash(),
+        )
+        .await;
+    let secret_hash = |t: &k8s_openapi::api::core::v1::PodTemplateSpec| {
+        t.metadata.as_ref().unwrap().annotations.as_ref().unwrap()[build::SECRET_HASH_ANNOTATION]
+            .clone()
+    };
+    assert_ne!(
+        secret_hash(d.pod_template()),
+        secret_hash(before.deployment.pod_template())
+    );
+    ns.wait_for(
+        "server template rolled too",
+        Duration::from_secs(30),
+        "photos-server",
+        |s: &StatefulSet| s.config_hash() != before.statefulset.config_hash(),
+    )
+    .await;
+    // And the status says a rollout is under way (the new pods are not ready: no kubelet).
+    let cluster = ns
+        .wait_for_photos(
+            "Progressing=True RollingOut",
+            Duration::from_secs(60),
+            |c| has_condition(c, "Progressing", "True", Some("RollingOut")),
+        )
+        .await;
+    assert_eq!(
+        cluster.status.unwrap().phase.as_deref(),
+        Some("Progressing")
+    );
+    assert_eq!(
+        condition(&cluster_now(&ns).await, "Ready").unwrap().0,
+        "False"
+    );
+}
+
+async fn cluster_now(ns: &TestNamespace) -> SisCluster {
+    ns.api::<SisCluster>().get("photos").await.unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// 11. S3 storage (issue 12): replicated stateless servers in a Deployment, no PVC, keys from a
+//     Secret, a server budget; both storages at once and a switch are refused, nothing deleted.
+
+#[tokio::test]
+#[ignore = "needs a real cluster: tests/k8s/operator.sh"]
+async fn k8s_11_s3_servers_and_refused_storage_switches() {
+    let Some(ns) = TestNamespace::create("op-s3").await else {
+        return;
+    };
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "photos-s3", "namespace": ns.name},
+        "stringData": {"AWS_ACCESS_KEY_ID": "AKIA1", "AWS_SECRET_ACCESS_KEY": "s3cr3t"}
+    }))
+    .unwrap();
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let _operator = ns.start_operator("op-s3-a");
+    let mut object = sample(ns.name);
+    object["spec"]["server"]["storage"] = json!({"s3": {
+        "bucket": "photos", "prefix": "prod", "endpoint": "http://rgw.ceph.svc:8080",
+        "region": "default", "pathStyle": true, "credentialsSecret": {"name": "photos-s3"}
+    }});
+    ns.apply(&object).await;
+
+    let deployments = ns.api::<Deployment>();
+    let server = wait("server Deployment", Duration::from_secs(60), || async {
+        deployments.get_opt("photos-server").await.ok()?
+    })
+    .await;
+    assert_eq!(deployment_replicas(&server), Some(2), "default 2 servers");
+    let container = server.sis_container();
+    assert_eq!(
+        container.args.clone().unwrap(),
+        [
+            "server",
+            "--listen",
+            "0.0.0.0:3333",
+            "--storage",
+            "s3://photos/prod",
+            "--s3-endpoint",
+            "http://rgw.ceph.svc:8080",
+            "--s3-region",
+            "default",
+            "--s3-path-style",
+            "--cache-size",
+            "0"
+        ]
+    );
+    let env: Vec<(String, String, String)> = container
+        .env
+        .clone()
+        .unwrap()
+        .into_iter()
+        .map(|e| {
+            let r = e.value_from.unwrap().secret_key_ref.unwrap();
+            (e.name, r.name, r.key)
+        })
+        .collect();
+    assert!(env.contains(&(
+        "AWS_ACCESS_KEY_ID".into(),
+        "photos-s3".into(),
+        "AWS_ACCESS_KEY_ID".into()
+    )));
+    assert!(env.contains(&(
+        "AWS_SECRET_ACCESS_KEY".into(),
+        "photos-s3".into(),
+        "AWS_SECRET_ACCESS_KEY".into()
+    )));
+    let template = server.pod_template().spec.as_ref().unwrap();
+    assert!(
+        template
+            .volumes
+            .iter()
+            .flatten()
+            .all(|v| v.persistent_volume_claim.is_none() && v.name == "tmp"),
+        "no data volume"
+    );
+    assert!(
+        ns.api::<StatefulSet>()
+            .get_opt("photos-server")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // The Service spreads over every server pod (not headless) and the agents point at it.
+    let svc = ns.api::<Service>();
+    let service = wait("server Service", Duration::from_secs(30), || async {
+        svc.get_opt("photos-server").await.ok()?
+    })
+    .await;
+    let spec = service.spec.unwrap();
+    assert_ne!(spec.cluster_ip.as_deref(), Some("None"));
+    assert_eq!(
+        spec.selector.unwrap()["app.kubernetes.io/component"],
+        "server"
+    );
+    let agents = wait("agent Deployment", Duration::from_secs(30), || async {
+        deployments.get_opt("photos-agent").await.ok()?
+    })
+    .await;
+    assert!(
+        agents
+            .sis_container()
+            .args
+            .unwrap()
+            .contains(&format!("http://photos-server.{}.svc:3333", ns.name))
+    );
+    let versions = ApiVersions::discover(&ns.client).await.unwrap();
+    let pdbs: Api<DynamicObject> =
+        Api::namespaced_with(ns.client.clone(), ns.name, &versions.disruption_budget);
+    let pdb = wait("server PDB", Duration::from_secs(30), || async {
+        pdbs.get_opt("photos-server").await.ok()?
+    })
+    .await;
+    assert_eq!(pdb.data["spec"]["maxUnavailable"], 1);
+    assert_eq!(
+        pdb.data["spec"]["selector"]["matchLabels"]["app.kubernetes.io/component"],
+        "server"
+    );
+    let cluster = ns
+        .wait_for_photos("status of 2 servers", Duration::from_secs(30), |c| {
+            c.status
+                .as_ref()
+                .and_then(|s| s.server.as_ref())
+                .is_some_and(|s| s.replicas == 2)
+        })
+        .await;
+    assert!(has_condition(&cluster, "Degraded", "False", None));
+    // Rotating the S3 keys rolls the servers.
+    let hash = server.config_hash();
+    ns.api::<Secret>()
+        .patch(
+            "photos-s3",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"stringData": {"AWS_SECRET_ACCESS_KEY": "rotated"}})),
+        )
+        .await
+        .unwrap();
+    ns.wait_for(
+        "servers rolled by new keys",
+        Duration::from_secs(30),
+        "photos-server",
+        |d: &Deployment| d.config_hash() != hash,
+    )
+    .await;
+
+    // A volume and a bucket at once: Degraded with a clear message; nothing changes.
+    ns.patch_photos(&json!({"spec": {"server": {"storage": {"size": "5Gi"}}}}))
+        .await
+        .unwrap();
+    let degraded = ns
+        .wait_for_photos("Degraded InvalidSpec", Duration::from_secs(30), |c| {
+            has_condition(c, "Degraded", "True", Some("InvalidSpec"))
+        })
+        .await;
+    let message = condition_message(&degraded, "Degraded");
+    assert!(message.contains("not both"), "{message}");
+
+    // Switching to a volume: refused, the S3 servers stay, no StatefulSet appears.
+    ns.patch_photos(&json!({"spec": {"server": {"storage": {"s3": null}}}}))
+        .await
+        .unwrap();
+    let refused = ns
+        .wait_for_photos(
+            "Degraded StorageSwitchRefused",
+            Duration::from_secs(30),
+            |c| has_condition(c, "Degraded", "True", Some("StorageSwitchRefused")),
+        )
+        .await;
+    let message = condition_message(&refused, "Degraded");
+    assert!(
+        message.contains("refused") && message.contains("Deployment photos-server"),
+        "{message}"
+    );
+    ns.wait_event("StorageSwitchRefused event", |e| {
+        is_warning(e, "StorageSwitchRefused")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        ns.api::<StatefulSet>()
+            .get_opt("photos-server")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        deployments
+            .get_opt("photos-server")
+            .await
+            .unwrap()
+            .is_some(),
+        "nothing deleted"
+    );
+    assert!(
+        ns.api::<PersistentVolumeClaim>()
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
 }

@@ -7,6 +7,12 @@
 #   3 pods Ready -> Ready=True, `kubectl get sis`     7 contract: pod-template command/args/env
 #   4 invalid specs: schema 422s, Degraded, no crash    start the real `sis` binaries
 #   8 an apply the apiserver refuses: Degraded/ApplyFailed, event, error metric, backoff retry
+#   9 `kubectl scale` via the scale subresource; HPA (autoscaling/v2beta2 on 1.20) created and
+#     removed as autoscaling is toggled, replicas handed over; agent PDB (policy/v1beta1)
+#  10 placement in both tiers, rollout settings, Progressing conditions, a new Secret value
+#     rolls the pods
+#  11 S3 storage: server Deployment (2 replicas, S3 flags, keys from a Secret, no PVC), server
+#     PDB, both storages at once and a volume<->S3 switch refused (Degraded), nothing deleted
 # Each test owns a namespace and its own operator process(es). Also checks `sis-operator crd`
 # against the apiserver with a server-side dry run.
 # Ends with `N passed, N failed`; exit status non-zero on any failure.
@@ -86,9 +92,9 @@ while read -r name result; do
     esac
 done < <(sed -nE 's/^test (k8s_[a-z0-9_]+) \.\.\. (ok|FAILED)$/\1 \2/p' "$OUT")
 ran=$(grep -cE '^test k8s_[a-z0-9_]+ \.\.\. (ok|FAILED)$' "$OUT" || true)
-if [ "$rc" -ne 0 ] || [ "$ran" -lt 8 ]; then
+if [ "$rc" -ne 0 ] || [ "$ran" -lt 11 ]; then
     [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ] && fail "cargo test exited $rc"
-    [ "$ran" -lt 8 ] && fail "only $ran of 8 real-cluster tests reported"
+    [ "$ran" -lt 11 ] && fail "only $ran of 11 real-cluster tests reported"
     echo "----- cargo test output"
     cat "$OUT"
 fi

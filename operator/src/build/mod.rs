@@ -1,9 +1,10 @@
 //! Step 2 of a reconcile: [`ValidatedCluster`] → the child objects (pure, no client).
 //!
-//! One module per kind: [`statefulset`] (the server), [`deployment`] (the agents), [`service`]
-//! (both Services), [`labels`]. This module holds what the pods share: the pod template
-//! (`sis_pod_template`), the `sis` container, probes, security context, prometheus annotations,
-//! the label selector and the config hash.
+//! One module per kind: [`statefulset`] (the server on a volume), [`deployment`] (the agents,
+//! and the servers over S3), [`service`] (both Services), [`autoscaler`] (the agents' HPA),
+//! [`disruption`] (PodDisruptionBudgets), [`labels`]. This module holds what the pods share: the
+//! pod template (`sis_pod_template`) with its placement, the `sis` container, probes, security
+//! context, prometheus annotations, the label selector and the config and secret hashes.
 //!
 //! Every object is complete and self-contained, ready for server-side apply: it has
 //! `apiVersion`/`kind`, namespace, labels and a controller owner reference, and it only uses fields
@@ -11,7 +12,9 @@
 //! are keyed by `protocol` on the server (container and Service ports) always set it, because
 //! server-side apply on 1.20 does not default list-map keys.
 
+pub mod autoscaler;
 pub mod deployment;
+pub mod disruption;
 pub mod labels;
 pub mod service;
 pub mod statefulset;
@@ -19,17 +22,20 @@ pub mod statefulset;
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
-    HTTPGetAction, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecretKeySelector, SecurityContext, Service, Volume, VolumeMount,
+    Affinity, Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, EnvVarSource,
+    HTTPGetAction, PodAffinityTerm, PodAntiAffinity, PodSecurityContext, PodSpec, PodTemplateSpec,
+    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Service,
+    TopologySpreadConstraint, Volume, VolumeMount, WeightedPodAffinityTerm,
 };
+use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
 use crate::crd::Resources;
-use crate::validate::ValidatedCluster;
+use crate::validate::{Placement, ValidatedCluster};
 use labels::Component;
 
 /// Port both sis modes listen on inside the pod.
@@ -44,28 +50,81 @@ pub const DATA_VOLUME: &str = "data";
 pub const RUN_AS_USER: i64 = 10001;
 /// Pod-template annotation holding [`config_hash`]; a spec change changes it and rolls pods.
 pub const CONFIG_HASH_ANNOTATION: &str = "sis.dev/config-hash";
+/// Pod-template annotation holding the hash of the Secret values the pods read (API token, S3
+/// keys): a new value in a Secret changes it and rolls the pods.
+pub const SECRET_HASH_ANNOTATION: &str = "sis.dev/secret-hash";
+
+/// The server tier's workload: a StatefulSet on a volume, or a Deployment over S3.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ServerWorkload {
+    StatefulSet(StatefulSet),
+    Deployment(Deployment),
+}
+
+impl ServerWorkload {
+    /// The pod template of either kind.
+    pub fn pod_template(&self) -> Option<&PodTemplateSpec> {
+        match self {
+            ServerWorkload::StatefulSet(s) => s.spec.as_ref().map(|s| &s.template),
+            ServerWorkload::Deployment(d) => d.spec.as_ref().map(|s| &s.template),
+        }
+    }
+
+    /// The kind, as Kubernetes spells it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ServerWorkload::StatefulSet(_) => "StatefulSet",
+            ServerWorkload::Deployment(_) => "Deployment",
+        }
+    }
+}
 
 /// All children of one SisCluster.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Children {
-    pub server_statefulset: StatefulSet,
+    pub server: ServerWorkload,
     pub server_service: Service,
     pub agent_deployment: Deployment,
     pub agent_service: Service,
+    /// Present while autoscaling is enabled (`autoscaling/v2` shape; applied as `v2beta2`
+    /// where `v2` is not served, the fields used are the same).
+    pub agent_autoscaler: Option<HorizontalPodAutoscaler>,
+    /// `policy/v1` shape; applied as `v1beta1` where `v1` is not served.
+    pub agent_disruption_budget: Option<PodDisruptionBudget>,
+    pub server_disruption_budget: Option<PodDisruptionBudget>,
 }
 
 /// Build every child.
 pub fn build_children(cluster: &ValidatedCluster) -> Children {
+    let server = if cluster.server.storage.is_volume() {
+        ServerWorkload::StatefulSet(statefulset::build_server_statefulset(cluster))
+    } else {
+        ServerWorkload::Deployment(deployment::build_server_deployment(cluster))
+    };
     Children {
-        server_statefulset: statefulset::build_server_statefulset(cluster),
+        server,
         server_service: service::build_server_service(cluster),
         agent_deployment: deployment::build_agent_deployment(cluster),
         agent_service: service::build_agent_service(cluster),
+        agent_autoscaler: autoscaler::build_agent_autoscaler(cluster),
+        agent_disruption_budget: disruption::build_disruption_budget(cluster, Component::Agent),
+        server_disruption_budget: disruption::build_disruption_budget(cluster, Component::Server),
     }
 }
 
-/// The URL the agents use to reach the server: the server's headless Service, which resolves to
-/// the ready server pod. `<cluster>-server.<namespace>.svc` works with any cluster domain.
+/// The selector of a component's pods as a label-selector string (`k=v,k=v`), what the scale
+/// subresource reports in `status.agent.selector`.
+pub fn selector_string(cluster: &ValidatedCluster, component: Component) -> String {
+    labels::selector_labels(cluster, component)
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// The URL the agents use to reach the server tier: its Service (headless for the one
+/// StatefulSet server, a ClusterIP spreading over the S3 servers).
+/// `<cluster>-server.<namespace>.svc` works with any cluster domain.
 pub fn upstream_url(cluster: &ValidatedCluster) -> String {
     format!(
         "http://{}.{}.svc:{SIS_PORT}",
@@ -101,26 +160,20 @@ pub(crate) fn sis_container(
     args: Vec<String>,
     resources: Option<&Resources>,
     mut volume_mounts: Vec<VolumeMount>,
+    extra_env: Vec<EnvVar>,
 ) -> Container {
     volume_mounts.push(VolumeMount {
         name: "tmp".to_owned(),
         mount_path: "/tmp".to_owned(),
         ..VolumeMount::default()
     });
-    let env = cluster.api_token_secret.as_ref().map(|secret| {
-        vec![EnvVar {
-            name: "SIS_API_TOKEN".to_owned(),
-            value_from: Some(EnvVarSource {
-                secret_key_ref: Some(SecretKeySelector {
-                    name: secret.name.clone(),
-                    key: secret.key.clone(),
-                    optional: None,
-                }),
-                ..EnvVarSource::default()
-            }),
-            ..EnvVar::default()
-        }]
-    });
+    let mut env: Vec<EnvVar> = cluster
+        .api_token_secret
+        .iter()
+        .map(|secret| secret_env("SIS_API_TOKEN", &secret.name, &secret.key))
+        .collect();
+    env.extend(extra_env);
+    let env = (!env.is_empty()).then_some(env);
     Container {
         name: "sis".to_owned(),
         image: Some(cluster.image.clone()),
@@ -149,6 +202,22 @@ pub(crate) fn sis_container(
         }),
         volume_mounts: Some(volume_mounts),
         ..Container::default()
+    }
+}
+
+/// An environment variable taken from a Secret key.
+pub(crate) fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: secret.to_owned(),
+                key: key.to_owned(),
+                optional: None,
+            }),
+            ..EnvVarSource::default()
+        }),
+        ..EnvVar::default()
     }
 }
 
@@ -202,30 +271,95 @@ fn tmp_volume() -> Volume {
 }
 
 /// The pod template both components share around their one `sis` container: standard labels,
-/// prometheus annotations, the `tmp` volume, pod security and the [`CONFIG_HASH_ANNOTATION`].
+/// prometheus annotations, the secret hash, the `tmp` volume, pod security, placement and the
+/// [`CONFIG_HASH_ANNOTATION`].
 pub(crate) fn sis_pod_template(
     cluster: &ValidatedCluster,
     component: Component,
     container: Container,
+    termination_grace_period_seconds: i64,
 ) -> PodTemplateSpec {
+    let mut annotations = pod_annotations();
+    let (placement, secret_hash) = match component {
+        Component::Agent => (&cluster.agent.placement, &cluster.secret_hashes.agent),
+        Component::Server => (&cluster.server.placement, &cluster.secret_hashes.server),
+    };
+    if let Some(hash) = secret_hash {
+        annotations.insert(SECRET_HASH_ANNOTATION.to_owned(), hash.clone());
+    }
+    let mut spec = PodSpec {
+        containers: vec![container],
+        volumes: Some(vec![tmp_volume()]),
+        security_context: Some(pod_security_context()),
+        automount_service_account_token: Some(false),
+        enable_service_links: Some(false),
+        termination_grace_period_seconds: Some(termination_grace_period_seconds),
+        ..PodSpec::default()
+    };
+    apply_placement(&mut spec, placement);
+    if component == Component::Agent
+        && placement.affinity.is_none()
+        && placement.topology_spread_constraints.is_empty()
+    {
+        let (affinity, spread) = default_agent_spread(cluster);
+        spec.affinity = Some(affinity);
+        spec.topology_spread_constraints = Some(spread);
+    }
     let mut template = PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels::labels(cluster, component)),
-            annotations: Some(pod_annotations()),
+            annotations: Some(annotations),
             ..ObjectMeta::default()
         }),
-        spec: Some(PodSpec {
-            containers: vec![container],
-            volumes: Some(vec![tmp_volume()]),
-            security_context: Some(pod_security_context()),
-            automount_service_account_token: Some(false),
-            enable_service_links: Some(false),
-            termination_grace_period_seconds: Some(40),
-            ..PodSpec::default()
-        }),
+        spec: Some(spec),
     };
     stamp_config_hash(&mut template);
     template
+}
+
+/// Copy a tier's placement into its pod spec (empty settings stay unset).
+fn apply_placement(spec: &mut PodSpec, placement: &Placement) {
+    spec.node_selector =
+        (!placement.node_selector.is_empty()).then(|| placement.node_selector.clone());
+    spec.tolerations = (!placement.tolerations.is_empty()).then(|| placement.tolerations.clone());
+    spec.affinity = placement.affinity.clone();
+    spec.topology_spread_constraints = (!placement.topology_spread_constraints.is_empty())
+        .then(|| placement.topology_spread_constraints.clone());
+    spec.priority_class_name = placement.priority_class_name.clone();
+}
+
+/// Node label of a host (`kubernetes.io/hostname`) and of a zone.
+pub const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
+pub const ZONE_TOPOLOGY: &str = "topology.kubernetes.io/zone";
+
+/// The agents' placement when the spec sets none: prefer one agent per node (soft pod
+/// anti-affinity) and spread over zones as evenly as possible, never blocking scheduling.
+fn default_agent_spread(cluster: &ValidatedCluster) -> (Affinity, Vec<TopologySpreadConstraint>) {
+    let selector = component_selector(cluster, Component::Agent);
+    let affinity = Affinity {
+        pod_anti_affinity: Some(PodAntiAffinity {
+            preferred_during_scheduling_ignored_during_execution: Some(vec![
+                WeightedPodAffinityTerm {
+                    weight: 100,
+                    pod_affinity_term: PodAffinityTerm {
+                        label_selector: Some(selector.clone()),
+                        topology_key: HOSTNAME_TOPOLOGY.to_owned(),
+                        ..PodAffinityTerm::default()
+                    },
+                },
+            ]),
+            required_during_scheduling_ignored_during_execution: None,
+        }),
+        ..Affinity::default()
+    };
+    let spread = vec![TopologySpreadConstraint {
+        label_selector: Some(selector),
+        max_skew: 1,
+        topology_key: ZONE_TOPOLOGY.to_owned(),
+        when_unsatisfiable: "ScheduleAnyway".to_owned(),
+        ..TopologySpreadConstraint::default()
+    }];
+    (affinity, spread)
 }
 
 /// The label selector of a component's workload (the stable subset of its labels).
@@ -357,8 +491,98 @@ mod tests {
             serde_json::to_value(&container.resources).unwrap(),
             serde_json::json!({"limits": {"memory": "512Mi"}, "requests": {"cpu": "100m"}})
         );
-        let server = sis_container_of(&c.server_statefulset.spec.as_ref().unwrap().template);
+        let server = sis_container_of(c.server.pod_template().unwrap());
         assert_eq!(server.resources, None);
+    }
+
+    #[test]
+    fn placement_is_rendered_into_both_tiers() {
+        let cluster = fixtures::cluster_from_yaml(
+            r#"
+            metadata: {name: p, namespace: m, uid: "1"}
+            spec:
+              agent:
+                nodeSelector: {pool: edge}
+                tolerations: [{key: dedicated, operator: Equal, value: sis, effect: NoSchedule}]
+                priorityClassName: high
+                affinity:
+                  nodeAffinity:
+                    requiredDuringSchedulingIgnoredDuringExecution:
+                      nodeSelectorTerms: [{matchExpressions: [{key: arch, operator: In, values: [amd64]}]}]
+              server:
+                nodeSelector: {disk: ssd}
+                tolerations: [{key: storage, operator: Exists}]
+                priorityClassName: critical
+                topologySpreadConstraints:
+                  - {maxSkew: 1, topologyKey: zone, whenUnsatisfiable: DoNotSchedule}
+            "#,
+        );
+        let c = children(&cluster);
+        let agent = serde_json::to_value(agent_template(&c).spec.as_ref().unwrap()).unwrap();
+        assert_eq!(agent["nodeSelector"], serde_json::json!({"pool": "edge"}));
+        assert_eq!(agent["tolerations"][0]["key"], "dedicated");
+        assert_eq!(agent["priorityClassName"], "high");
+        assert_eq!(
+            agent["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                [0]["matchExpressions"][0]["values"],
+            serde_json::json!(["amd64"])
+        );
+        assert!(
+            agent["affinity"].get("podAntiAffinity").is_none()
+                && agent.get("topologySpreadConstraints").is_none(),
+            "a user affinity replaces the default spread: {agent}"
+        );
+        let server =
+            serde_json::to_value(c.server.pod_template().unwrap().spec.as_ref().unwrap()).unwrap();
+        assert_eq!(server["nodeSelector"], serde_json::json!({"disk": "ssd"}));
+        assert_eq!(server["tolerations"][0]["operator"], "Exists");
+        assert_eq!(server["priorityClassName"], "critical");
+        assert_eq!(
+            server["topologySpreadConstraints"][0]["whenUnsatisfiable"],
+            "DoNotSchedule"
+        );
+        assert!(server.get("affinity").is_none(), "no default for servers");
+    }
+
+    #[test]
+    fn secret_values_roll_only_the_tiers_that_read_them() {
+        let v = validate(&fixtures::s3_sample(), &Defaults::default()).unwrap();
+        let before = build_children(&v);
+        let mut rotated = v.clone();
+        rotated.secret_hashes = crate::validate::SecretHashes {
+            agent: Some("aaaa".into()),
+            server: Some("bbbb".into()),
+        };
+        let after = build_children(&rotated);
+        let annotation = |t: &PodTemplateSpec| {
+            t.metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .as_ref()
+                .unwrap()
+                .get(SECRET_HASH_ANNOTATION)
+                .cloned()
+        };
+        assert_eq!(annotation(agent_template(&before)), None);
+        assert_eq!(annotation(agent_template(&after)).as_deref(), Some("aaaa"));
+        assert_eq!(
+            annotation(after.server.pod_template().unwrap()).as_deref(),
+            Some("bbbb")
+        );
+        assert_ne!(
+            hash_of(agent_template(&before)),
+            hash_of(agent_template(&after))
+        );
+        let mut server_only = rotated.clone();
+        server_only.secret_hashes.server = Some("cccc".into());
+        let again = build_children(&server_only);
+        assert_eq!(
+            agent_template(&again),
+            agent_template(&after),
+            "an S3 key change leaves the agents alone"
+        );
+        assert_ne!(again.server, after.server);
     }
 
     #[test]

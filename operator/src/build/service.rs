@@ -1,6 +1,7 @@
-//! The two Services: `<cluster>-server` (headless, gives the server pod a stable DNS name for
-//! the agents' `--upstream`) and `<cluster>-agent` (the user-facing endpoint, type and port from
-//! the spec).
+//! The two Services: `<cluster>-server` (the agents' `--upstream`: headless for the one
+//! volume-backed server, which gives its pod a stable DNS name; a ClusterIP spreading
+//! connections over the S3-backed servers) and `<cluster>-agent` (the user-facing endpoint, type
+//! and port from the spec).
 
 use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -19,12 +20,18 @@ fn port(port: i32) -> ServicePort {
     }
 }
 
-/// Build the headless server Service (also the StatefulSet's `serviceName`).
+/// Build the server Service: headless with a volume (also the StatefulSet's `serviceName`),
+/// a plain ClusterIP over S3 servers. `clusterIP` is immutable, which is one reason switching
+/// storage on a live cluster is refused.
 pub fn build_server_service(cluster: &ValidatedCluster) -> Service {
     Service {
         metadata: object_meta(cluster, Component::Server),
         spec: Some(ServiceSpec {
-            cluster_ip: Some("None".to_owned()),
+            cluster_ip: cluster
+                .server
+                .storage
+                .is_volume()
+                .then(|| "None".to_owned()),
             selector: Some(labels::selector_labels(cluster, Component::Server)),
             ports: Some(vec![port(SIS_PORT)]),
             ..ServiceSpec::default()
@@ -112,6 +119,19 @@ mod tests {
                     "selector": selector("agent"),
                     "type": "ClusterIP"
                 }
+            })
+        );
+    }
+
+    #[test]
+    fn s3_servers_get_a_load_balancing_service() {
+        let v = validate(&fixtures::s3_sample(), &Defaults::default()).unwrap();
+        let spec = serde_json::to_value(build_server_service(&v).spec.unwrap()).unwrap();
+        assert_eq!(
+            spec,
+            json!({
+                "ports": [{"name": "http", "port": 3333, "protocol": "TCP", "targetPort": "http"}],
+                "selector": selector("server")
             })
         );
     }

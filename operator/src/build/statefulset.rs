@@ -15,12 +15,14 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
+use super::deployment::SERVER_GRACE_SECONDS;
 use super::labels::{self, Component};
 use super::{
     DATA_DIR, DATA_VOLUME, SIS_PORT, component_selector, object_meta, sis_container,
     sis_pod_template,
 };
-use crate::validate::ValidatedCluster;
+use crate::crd::DEFAULT_STORAGE_SIZE;
+use crate::validate::{ServerStorage, ValidatedCluster};
 
 /// Command-line arguments of the server container (after `sis`).
 pub fn server_args(cluster: &ValidatedCluster) -> Vec<String> {
@@ -35,7 +37,8 @@ pub fn server_args(cluster: &ValidatedCluster) -> Vec<String> {
     ]
 }
 
-/// Build the server StatefulSet.
+/// Build the server StatefulSet (volume storage; with S3 the server tier is a Deployment and
+/// this is not applied).
 pub fn build_server_statefulset(cluster: &ValidatedCluster) -> StatefulSet {
     let component = Component::Server;
     let container = sis_container(
@@ -47,8 +50,9 @@ pub fn build_server_statefulset(cluster: &ValidatedCluster) -> StatefulSet {
             mount_path: DATA_DIR.to_owned(),
             ..VolumeMount::default()
         }],
+        Vec::new(),
     );
-    let template = sis_pod_template(cluster, component, container);
+    let template = sis_pod_template(cluster, component, container, SERVER_GRACE_SECONDS);
     StatefulSet {
         metadata: object_meta(cluster, component),
         spec: Some(StatefulSetSpec {
@@ -64,6 +68,13 @@ pub fn build_server_statefulset(cluster: &ValidatedCluster) -> StatefulSet {
 }
 
 fn claim_template(cluster: &ValidatedCluster) -> PersistentVolumeClaim {
+    let (size, storage_class_name) = match &cluster.server.storage {
+        ServerStorage::Volume {
+            size,
+            storage_class_name,
+        } => (size.clone(), storage_class_name.clone()),
+        ServerStorage::S3(_) => (DEFAULT_STORAGE_SIZE.to_owned(), None),
+    };
     PersistentVolumeClaim {
         metadata: ObjectMeta {
             name: Some(DATA_VOLUME.to_owned()),
@@ -72,12 +83,9 @@ fn claim_template(cluster: &ValidatedCluster) -> PersistentVolumeClaim {
         },
         spec: Some(PersistentVolumeClaimSpec {
             access_modes: Some(vec!["ReadWriteOnce".to_owned()]),
-            storage_class_name: cluster.server.storage_class_name.clone(),
+            storage_class_name,
             resources: Some(VolumeResourceRequirements {
-                requests: Some(BTreeMap::from([(
-                    "storage".to_owned(),
-                    Quantity(cluster.server.storage_size.clone()),
-                )])),
+                requests: Some(BTreeMap::from([("storage".to_owned(), Quantity(size))])),
                 limits: None,
             }),
             ..PersistentVolumeClaimSpec::default()
