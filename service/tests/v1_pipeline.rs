@@ -328,3 +328,71 @@ async fn progressive_jpeg_on_request() {
     assert_eq!((img.width(), img.height()), (100, 33));
     assert_eq!(dominant(px(&img, 50, 16)), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn formats_lossy_webp_avif_and_negotiation() {
+    let srv = Server::start(&[]);
+    let m = upload(&srv, "t.png", encode(&thirds(), ImageFormat::Png)).await;
+    // Lossy WebP at q (a `VP8 ` chunk) next to lossless (`VP8L`).
+    let lossy = get(&srv, &format!("/v1/images/{m}?w=150&format=webp&q=60"), &[]).await;
+    let lossless = get(
+        &srv,
+        &format!("/v1/images/{m}?w=150&format=webp&lossless=1"),
+        &[],
+    )
+    .await;
+    assert_eq!(&lossy.body[12..16], b"VP8 ");
+    assert_eq!(&lossless.body[12..16], b"VP8L");
+    assert_eq!(lossy.header("content-type"), "image/webp");
+    for r in [&lossy, &lossless] {
+        let img = r.image();
+        assert_eq!((img.width(), img.height()), (150, 50));
+        assert_eq!(dominant(px(&img, 25, 25)), 0);
+        assert_eq!(dominant(px(&img, 75, 25)), 1);
+        assert_eq!(dominant(px(&img, 125, 25)), 2);
+    }
+    // AVIF output: the header's size (sis reads AVIF headers; pixels need an AV1 decoder).
+    let avif = get(&srv, &format!("/v1/images/{m}?w=90&format=avif&q=50"), &[]).await;
+    assert_eq!(avif.status, StatusCode::OK);
+    assert_eq!(avif.header("content-type"), "image/avif");
+    let p = sis::imaging::probe(&avif.body, &sis::imaging::Limits::default()).unwrap();
+    assert_eq!(
+        (p.format, p.width, p.height),
+        (sis::imaging::Format::Avif, 90, 30)
+    );
+    // format=auto: AVIF > WebP > the source's format, with Vary: Accept.
+    let path = format!("/v1/images/{m}?w=90&format=auto");
+    for (accept, mime) in [
+        ("image/avif,image/webp,*/*", "image/avif"),
+        ("image/webp,*/*;q=0.8", "image/webp"),
+        ("image/avif;q=0,image/webp", "image/webp"),
+        ("*/*", "image/png"),
+    ] {
+        let r = get(&srv, &path, &[("accept", accept)]).await;
+        assert_eq!(r.status, StatusCode::OK, "{accept}");
+        assert_eq!(r.header("content-type"), mime, "{accept}");
+        assert_eq!(r.header("vary"), "Accept", "{accept}");
+    }
+    // Same bytes, same ETag: auto resolved to WebP = format=webp.
+    let auto = get(&srv, &path, &[("accept", "image/webp")]).await;
+    let fixed = get(&srv, &format!("/v1/images/{m}?w=90&format=webp"), &[]).await;
+    assert_eq!(auto.header("etag"), fixed.header("etag"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn avif_uploads_are_refused_with_415() {
+    let srv = Server::start(&[]);
+    let mut avif = Vec::new();
+    thirds()
+        .write_to(&mut Cursor::new(&mut avif), ImageFormat::Avif)
+        .unwrap();
+    let resp = reqwest::Client::new()
+        .post(srv.url("/v1/images?name=a.avif"))
+        .body(avif)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    let v: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(v["code"], "unsupported-media-type");
+}

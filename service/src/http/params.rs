@@ -117,6 +117,7 @@ impl V1Params {
     pub fn resolve(&self, accepts: Accepts, source: Format) -> (ResizeSpec, String) {
         let format = match self.format {
             FormatChoice::Keep => None,
+            FormatChoice::Auto if accepts.avif => Some(Format::Avif),
             FormatChoice::Auto if accepts.webp => Some(Format::Webp),
             FormatChoice::Auto => None,
             FormatChoice::Fixed(f) => Some(f),
@@ -169,7 +170,7 @@ pub fn normalise(mut spec: ResizeSpec, source: Format) -> ResizeSpec {
         spec.lossless = true;
     }
     let lossy = match out {
-        Format::Jpeg => true,
+        Format::Jpeg | Format::Avif => true,
         Format::Webp => !spec.lossless,
         _ => false,
     };

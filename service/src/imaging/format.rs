@@ -12,17 +12,21 @@ pub enum Format {
     Webp,
     Bmp,
     Tiff,
+    /// AV1 in HEIF (`ftyp` brand `avif`/`avis`). Written by sis; read only as far as its
+    /// header (see [`Format::can_decode`]).
+    Avif,
 }
 
 impl Format {
     /// Every format sis recognises, in declaration order.
-    pub const ALL: [Format; 6] = [
+    pub const ALL: [Format; 7] = [
         Format::Jpeg,
         Format::Png,
         Format::Gif,
         Format::Webp,
         Format::Bmp,
         Format::Tiff,
+        Format::Avif,
     ];
 
     /// The `Content-Type` for this format.
@@ -34,6 +38,7 @@ impl Format {
             Self::Webp => "image/webp",
             Self::Bmp => "image/bmp",
             Self::Tiff => "image/tiff",
+            Self::Avif => "image/avif",
         }
     }
 
@@ -46,6 +51,7 @@ impl Format {
             Self::Webp => "webp",
             Self::Bmp => "bmp",
             Self::Tiff => "tiff",
+            Self::Avif => "avif",
         }
     }
 
@@ -57,13 +63,24 @@ impl Format {
             "png" => Some(Self::Png),
             "gif" => Some(Self::Gif),
             "webp" => Some(Self::Webp),
+            "avif" => Some(Self::Avif),
             _ => None,
         }
     }
 
     /// Whether sis can write this format (`format=` accepts it).
     pub fn can_encode(self) -> bool {
-        matches!(self, Self::Jpeg | Self::Png | Self::Gif | Self::Webp)
+        matches!(
+            self,
+            Self::Jpeg | Self::Png | Self::Gif | Self::Webp | Self::Avif
+        )
+    }
+
+    /// Whether sis can decode this format's pixels. AVIF needs an AV1 decoder: the `image`
+    /// crate's is dav1d ≥ 1.3 through `dav1d-sys`, which the build machines' Debian 12
+    /// (dav1d 1.0) cannot link, so AVIF originals are refused at upload (415).
+    pub fn can_decode(self) -> bool {
+        !matches!(self, Self::Avif)
     }
 
     /// Whether this format can hold an animation sis keeps through a resize.
@@ -98,6 +115,7 @@ impl Format {
             Self::Webp => image::ImageFormat::WebP,
             Self::Bmp => image::ImageFormat::Bmp,
             Self::Tiff => image::ImageFormat::Tiff,
+            Self::Avif => image::ImageFormat::Avif,
         }
     }
 }
@@ -111,6 +129,7 @@ impl std::fmt::Display for Format {
             Self::Webp => "webp",
             Self::Bmp => "bmp",
             Self::Tiff => "tiff",
+            Self::Avif => "avif",
         })
     }
 }
@@ -130,9 +149,26 @@ pub fn sniff(bytes: &[u8]) -> Option<Format> {
         Some(Format::Bmp)
     } else if bytes.starts_with(b"II*\0") || bytes.starts_with(b"MM\0*") {
         Some(Format::Tiff)
+    } else if is_avif(bytes) {
+        Some(Format::Avif)
     } else {
         None
     }
+}
+
+/// An ISO-BMFF `ftyp` box first whose major or a compatible brand is `avif` (still) or `avis`
+/// (sequence). HEIC and other HEIF brands are not AVIF.
+fn is_avif(bytes: &[u8]) -> bool {
+    if bytes.len() < 16 || &bytes[4..8] != b"ftyp" {
+        return false;
+    }
+    let size = u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) as usize;
+    let end = size.min(bytes.len());
+    if size < 16 {
+        return false;
+    }
+    let brand = |b: &[u8]| b == b"avif" || b == b"avis";
+    brand(&bytes[8..12]) || bytes[16..end].chunks_exact(4).any(brand)
 }
 
 /// "BM" alone is too weak (plenty of text starts with it): also require a known DIB header size.
@@ -157,6 +193,7 @@ mod tests {
         assert_eq!(Format::from_param("webp"), Some(Format::Webp));
         assert_eq!(Format::from_param("auto"), None);
         assert_eq!(Format::from_param("bmp"), None);
+        assert_eq!(Format::from_param("AVIF"), Some(Format::Avif));
         assert_eq!(Format::from_param(""), None);
     }
 
@@ -178,6 +215,12 @@ mod tests {
         assert_eq!(sniff(b"BM but not a bitmap at all"), None);
         assert_eq!(sniff(b"RIFF\0\0\0\0WAVEfmt "), None);
         assert_eq!(sniff(&[0xFF, 0xD8]), None);
+        // HEIC is HEIF but not AVIF.
+        assert_eq!(sniff(b"\0\0\0\x18ftypheic\0\0\0\0mif1heic"), None);
+        assert_eq!(
+            sniff(b"\0\0\0\x1cftypmif1\0\0\0\0mif1avifmiaf"),
+            Some(Format::Avif)
+        );
     }
 }
 

@@ -24,8 +24,11 @@
 //! - Animated GIF and WebP: only the first frame is resized (the output is a still image).
 //!   Frames are counted from headers (without decoding) and more than [`MAX_FRAMES`] is
 //!   rejected as [`ImagingError::TooLarge`].
-//! - WebP output is lossless (the pure-Rust encoder has no lossy mode), so `quality` only
-//!   affects JPEG output. PNG output uses fast compression.
+//! - WebP output is lossless through the `image` crate's encoder when
+//!   [`ResizeSpec::lossless`] (the default, and the legacy API's behaviour), else lossy through
+//!   libwebp at `quality`. AVIF output goes through ravif/rav1e (speed 8, single-threaded) at
+//!   `quality`; AVIF *input* is recognised and sized from its header but not decoded (see
+//!   [`Format::can_decode`]). PNG output uses fast compression.
 //! - JPEG output of an image with transparency is flattened onto the background (white unless
 //!   [`ResizeSpec::background`] says otherwise).
 //! - Limits: `max_input_pixels` applies to the source (declared header size); `max_side`

@@ -72,6 +72,7 @@ pub(crate) fn read_header(bytes: &[u8], limits: &Limits) -> Result<Header, Imagi
         Format::Webp => webp_size(bytes, limits)?,
         Format::Bmp => bmp_size(bytes)?,
         Format::Tiff => tiff_size(bytes, limits)?,
+        Format::Avif => avif_size(bytes)?,
     };
     if width == 0 || height == 0 {
         return Err(ImagingError::Corrupt(format!(
@@ -322,6 +323,52 @@ pub(crate) fn jpeg_complete(b: &[u8]) -> bool {
                 .is_some_and(|rest| rest.windows(2).rev().any(|w| w == [0xFF, 0xD9]));
         }
     }
+}
+
+/// ISO-BMFF boxes in `b`: (type, payload).
+fn bmff_boxes(b: &[u8]) -> impl Iterator<Item = ([u8; 4], &[u8])> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let size = be_u32(b, pos)? as usize;
+        let kind: [u8; 4] = b.get(pos + 4..pos + 8)?.try_into().ok()?;
+        let (header, size) = match size {
+            0 => (8, b.len() - pos),
+            1 => (
+                16,
+                usize::try_from(u64::from_be_bytes(
+                    b.get(pos + 8..pos + 16)?.try_into().ok()?,
+                ))
+                .ok()?,
+            ),
+            n => (8, n),
+        };
+        if size < header {
+            return None;
+        }
+        let payload = b.get(pos + header..pos.checked_add(size)?)?;
+        pos += size;
+        Some((kind, payload))
+    })
+}
+
+/// AVIF: the largest `ispe` (image spatial extents) property under `meta/iprp/ipco`; a grid
+/// image's own extent is larger than its tiles', and an alpha plane matches its colour image.
+fn avif_size(b: &[u8]) -> Result<(u32, u32), ImagingError> {
+    let bad = || corrupt(Format::Avif, "no image size (ispe) in meta/iprp/ipco");
+    let child = |parent: &[u8], kind: &[u8; 4]| {
+        bmff_boxes(parent)
+            .find(|(k, _)| k == kind)
+            .map(|(_, p)| p.to_vec())
+    };
+    // `meta` is a FullBox: 4 bytes of version and flags before its children.
+    let meta = child(b, b"meta").ok_or_else(bad)?;
+    let iprp = child(meta.get(4..).ok_or_else(bad)?, b"iprp").ok_or_else(bad)?;
+    let ipco = child(&iprp, b"ipco").ok_or_else(bad)?;
+    bmff_boxes(&ipco)
+        .filter(|(k, _)| k == b"ispe")
+        .filter_map(|(_, p)| Some((be_u32(p, 4)?, be_u32(p, 8)?)))
+        .max_by_key(|&(w, h)| u64::from(w) * u64::from(h))
+        .ok_or_else(bad)
 }
 
 /// WebP: RIFF container; the size comes from VP8X (canvas), VP8 (lossy) or VP8L (lossless).
