@@ -41,6 +41,8 @@ stage fmt cargo fmt --all -- --check
 stage clippy cargo clippy --workspace --all-targets --locked -- -D warnings
 stage build cargo build --workspace --locked
 stage cargo-test cargo test --workspace --locked
+# A real Ceph (mon, OSD, RADOS Gateway) on loopback: the API tests again on S3, replicas, faults.
+stage s3 bash tests/s3/run.sh
 stage browser bash tests/browser/run.sh
 stage prometheus bash tests/prometheus/run.sh
 stage k8s-smoke bash tests/k8s/smoke.sh

@@ -23,6 +23,10 @@ pub enum Command {
     Server(ServerArgs),
     /// Cache and resize in front of a sis server.
     Agent(AgentArgs),
+    /// Copy every stored image from one store to another (a directory or
+    /// `s3://BUCKET[/PREFIX]`), verifying each MD5; resumable, and a second run copies
+    /// nothing.
+    Migrate(MigrateArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -94,11 +98,62 @@ pub struct CommonArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct ServerArgs {
-    /// Directory holding the images.
+    /// Directory holding the images (when --storage is not given).
     #[arg(long, env = "SIS_DATA_DIR", default_value = "./data")]
     pub data_dir: PathBuf,
+    /// Where images are stored: a directory, or `s3://BUCKET[/PREFIX]` for S3-compatible
+    /// object storage shared by any number of servers (credentials from
+    /// AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN). Default: --data-dir.
+    #[arg(long, env = "SIS_STORAGE")]
+    pub storage: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+    /// How often a server over shared (S3) storage reads the other servers' deletes.
+    #[arg(long, env = "SIS_REPLICA_POLL_INTERVAL", default_value = "1s", value_parser = parse_duration)]
+    pub replica_poll_interval: Duration,
     #[command(flatten)]
     pub common: CommonArgs,
+}
+
+/// How to reach S3-compatible storage (`--storage s3://…`, `sis migrate`).
+#[derive(Debug, Clone, Args)]
+pub struct S3Args {
+    /// S3 endpoint URL, e.g. `http://rgw.ceph:7480` (default: AWS for the region).
+    #[arg(long, env = "SIS_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// Region name (also AWS_REGION); most S3-compatible stores accept any.
+    #[arg(long, env = "SIS_S3_REGION", default_value = "us-east-1")]
+    pub s3_region: String,
+    /// Path-style requests (`http://host/bucket/key`): Ceph RGW and MinIO without
+    /// wildcard DNS need this.
+    #[arg(long, env = "SIS_S3_PATH_STYLE")]
+    pub s3_path_style: bool,
+    /// Timeout of each call to the object store; a slow store answers 503/504, never hangs.
+    #[arg(long, env = "SIS_S3_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
+    pub s3_timeout: Duration,
+    /// Uploads larger than this are sent as S3 multipart uploads.
+    #[arg(long, env = "SIS_S3_MULTIPART_THRESHOLD", default_value = "8MiB", value_parser = parse_size)]
+    pub s3_multipart_threshold: u64,
+    /// How often the storage gauges are recounted from a listing of the bucket (in the
+    /// background; start-up never lists the bucket).
+    #[arg(long, env = "SIS_S3_USAGE_INTERVAL", default_value = "5m", value_parser = parse_duration)]
+    pub s3_usage_interval: Duration,
+}
+
+/// `sis migrate`.
+#[derive(Debug, Clone, Args)]
+pub struct MigrateArgs {
+    /// Source store: a directory or `s3://BUCKET[/PREFIX]`.
+    #[arg(long)]
+    pub from: String,
+    /// Destination store: a directory or `s3://BUCKET[/PREFIX]`.
+    #[arg(long)]
+    pub to: String,
+    /// Images copied at once.
+    #[arg(long, env = "SIS_MIGRATE_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: usize,
+    #[command(flatten)]
+    pub s3: S3Args,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -254,7 +309,7 @@ pub fn normalize_args(args: Vec<String>) -> Vec<String> {
     let first = rest.first().map(String::as_str);
     let has_sub = matches!(
         first,
-        Some("server" | "agent" | "help" | "--help" | "-h" | "--version" | "-V")
+        Some("server" | "agent" | "migrate" | "help" | "--help" | "-h" | "--version" | "-V")
     );
     let mut out = vec![prog];
     if legacy && !has_sub {

@@ -10,8 +10,10 @@ use std::sync::Arc;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use crate::id::NameError;
 use crate::imaging::ImagingError;
-use crate::store::{NameError, StoreError};
+use crate::store::StoreError;
+use crate::wire::UpstreamError;
 
 /// Body of the legacy 413 for an oversized upload.
 pub const LEGACY_TOO_LARGE: &str = "上传文件超出50M限制";
@@ -61,6 +63,12 @@ pub enum Error {
     Unprocessable(String),
     #[error("storage failure: {0}")]
     Storage(Arc<StoreError>),
+    /// The object store is unreachable or refuses this server (wrong credentials).
+    #[error("image storage unavailable; nothing was changed, retry later")]
+    StorageUnavailable,
+    /// The object store did not answer within its timeout.
+    #[error("image storage did not answer in time; retry later")]
+    StorageTimeout,
     /// Agent mode: the image server cannot be reached; nothing was stored.
     #[error("image server unavailable; nothing was changed, retry later")]
     UpstreamUnavailable,
@@ -97,6 +105,8 @@ impl Error {
             Self::RangeNotSatisfiable(_) => "range-not-satisfiable",
             Self::Unprocessable(_) => "unprocessable-image",
             Self::Storage(_) => "storage",
+            Self::StorageUnavailable => "storage-unavailable",
+            Self::StorageTimeout => "storage-timeout",
             Self::Internal(_) => "internal",
             Self::UpstreamUnavailable => "upstream-unavailable",
             Self::UpstreamTimeout => "upstream-timeout",
@@ -125,7 +135,8 @@ impl Error {
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
             Self::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::Storage(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Self::UpstreamUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::UpstreamUnavailable | Self::StorageUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::StorageTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway(_) => StatusCode::BAD_GATEWAY,
         }
@@ -152,6 +163,14 @@ impl From<StoreError> for Error {
             }
             StoreError::Conflict => Self::Conflict,
             StoreError::Upstream(e) => e.into(),
+            StoreError::Unavailable(why) => {
+                tracing::warn!(error = %why, "storage unavailable");
+                Self::StorageUnavailable
+            }
+            StoreError::Timeout(why) => {
+                tracing::warn!(error = %why, "storage timed out");
+                Self::StorageTimeout
+            }
             other => Self::Storage(Arc::new(other)),
         }
     }
@@ -175,6 +194,34 @@ impl From<ImagingError> for Error {
             ImagingError::InvalidParams(m) => Self::InvalidParams(m),
             ImagingError::Corrupt(m) | ImagingError::TooLarge(m) => Self::Unprocessable(m),
             ImagingError::Internal(m) => Self::Internal(m),
+        }
+    }
+}
+
+impl From<UpstreamError> for Error {
+    fn from(e: UpstreamError) -> Self {
+        match e {
+            UpstreamError::Unreachable(_) => Error::UpstreamUnavailable,
+            UpstreamError::Timeout => Error::UpstreamTimeout,
+            UpstreamError::Protocol(m) => Error::BadGateway(m),
+            UpstreamError::Rejected {
+                status,
+                code,
+                message,
+            } => match code.as_str() {
+                "not-found" => Error::NotFound,
+                "conflict" => Error::Conflict,
+                "md5-mismatch" => Error::Md5Mismatch,
+                "invalid-md5" => Error::InvalidMd5,
+                "unsupported-media-type" => Error::UnsupportedMedia,
+                "payload-too-large" => Error::TooLarge,
+                "invalid-name" | "bad-request" => Error::BadRequest(message),
+                "busy" => Error::UpstreamUnavailable,
+                _ if status == 503 => Error::UpstreamUnavailable,
+                _ if status == 504 => Error::UpstreamTimeout,
+                // 401 here means the agent's --upstream-token is wrong: our fault, not the client's.
+                _ => Error::BadGateway(format!("upstream answered {status} ({code}): {message}")),
+            },
         }
     }
 }

@@ -1,4 +1,4 @@
-//! Validated keys: an MD5 in lower-case hex and a user's file name.
+//! Validated ids (a leaf module: imports nothing of ours): an MD5 in lower-case hex and a user's file name.
 //!
 //! Everything that reaches the disk or the cache goes through these types, so a
 //! path-traversal name or a malformed hash can never be turned into a path. This

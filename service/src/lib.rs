@@ -3,9 +3,13 @@
 //!
 //! # Layout
 //! - [`config`]: clap flags and env vars, legacy Go flags rewritten, validated once.
-//! - [`store`]: validated keys ([`store::key`]), the disk store ([`store::disk`]) and
-//!   [`store::Origin`], the one door to image storage: local disk (server) or the
-//!   server over HTTP (agent).
+//! - [`id`], [`wire`]: leaf modules — validated ids (`Md5Hex`, `FileName`) and the
+//!   internal API's wire types shared by server and agent.
+//! - [`store`]: the [`store::ImageStore`] trait, the one door to image storage, and its
+//!   backends: local disk ([`store::disk`]), S3-compatible object storage
+//!   ([`store::s3`]); the agent's client of its server ([`upstream`]) is one more.
+//! - [`role`]: server (owns a store, publishes a change feed) or agent.
+//! - [`replicas`]: servers over shared storage follow the store's change log.
 //! - [`cache`]: generic byte-bounded S3-FIFO cache with single-flight loads.
 //! - [`imaging`]: sniff, header probe (bomb checks), resize with JPEG shrink-on-load, and
 //!   the bounded resize pool.
@@ -30,13 +34,18 @@ pub mod config;
 pub mod error;
 pub mod feed;
 pub mod http;
+pub mod id;
 pub mod imaging;
 pub mod io_threads;
 pub mod metrics;
+pub mod migrate;
+pub mod replicas;
+pub mod role;
 pub mod shutdown;
 pub mod state;
 pub mod store;
 pub mod upstream;
+pub mod wire;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -5,11 +5,14 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use sis::agent::FeedOptions;
-use sis::config::{AgentArgs, Cli, Command, CommonArgs, LogFormat, ServerArgs};
+use sis::config::{
+    AgentArgs, Cli, Command, CommonArgs, LogFormat, MigrateArgs, S3Args, ServerArgs,
+};
 use sis::imaging::Limits;
 use sis::metrics::Metrics;
+use sis::role::Role;
 use sis::state::{AppState, StateOptions};
-use sis::store::{DiskStore, Origin};
+use sis::store::{DiskStore, S3Config, S3Store, SharedStore};
 use sis::upstream::{Upstream, UpstreamConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -32,6 +35,7 @@ fn main() -> ExitCode {
             init_logging(&args.common);
             run(agent(args, poll_interval))
         }
+        Command::Migrate(args) => run(migrate(args)),
     }
 }
 
@@ -106,9 +110,8 @@ fn run(
     }
 }
 
-fn state_options(mode: &'static str, c: &CommonArgs) -> StateOptions {
+fn state_options(c: &CommonArgs) -> StateOptions {
     StateOptions {
-        mode,
         cache_bytes: c.cache_size,
         limits: Limits {
             max_side: c.max_side,
@@ -143,8 +146,9 @@ async fn agent(
         metrics.clone(),
     )?);
     let state = AppState::with_metrics(
-        Origin::Upstream(Arc::clone(&upstream)),
-        state_options("agent", c),
+        Arc::clone(&upstream) as SharedStore,
+        Role::Agent,
+        state_options(c),
         metrics,
     );
     let listener = tokio::net::TcpListener::bind(c.listen).await?;
@@ -184,23 +188,134 @@ async fn agent(
     Ok(())
 }
 
+/// A store opened from `--storage` (or a migration end): a directory or `s3://…`.
+struct Opened {
+    store: SharedStore,
+    /// Set for S3: the store shared with other servers.
+    s3: Option<Arc<S3Store>>,
+    describe: String,
+}
+
+async fn open_store(spec: &str, s3: &S3Args) -> Result<Opened, Box<dyn std::error::Error>> {
+    if spec.starts_with("s3://") {
+        let (bucket, prefix) = S3Config::parse_url(spec)?;
+        let store = Arc::new(S3Store::new(S3Config {
+            bucket,
+            prefix,
+            endpoint: s3.s3_endpoint.clone(),
+            region: s3.s3_region.clone(),
+            path_style: s3.s3_path_style,
+            timeout: s3.s3_timeout,
+            multipart_threshold: s3.s3_multipart_threshold,
+        })?);
+        // Say so at start-up when the bucket or the credentials are wrong; the server
+        // still starts (unready) and recovers when the store does.
+        if let Err(e) = store.check().await {
+            tracing::error!(error = %e, storage = spec, "object store check failed: /readyz answers 503 until it passes");
+        }
+        let describe = format!("{spec} at {}", s3.s3_endpoint.as_deref().unwrap_or("AWS"));
+        Ok(Opened {
+            store: Arc::clone(&store) as SharedStore,
+            s3: Some(store),
+            describe,
+        })
+    } else {
+        let dir = std::path::PathBuf::from(spec);
+        let describe = dir.display().to_string();
+        let store = tokio::task::spawn_blocking(move || DiskStore::open(dir)).await??;
+        Ok(Opened {
+            store: store.shared(),
+            s3: None,
+            describe,
+        })
+    }
+}
+
 async fn server(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let c = &args.common;
-    let data_dir = args.data_dir.clone();
-    let store = tokio::task::spawn_blocking(move || DiskStore::open(data_dir)).await??;
-    let opts = state_options("server", c);
-    let state = AppState::new(Origin::Local(Arc::new(store)), opts)?;
+    let spec = args
+        .storage
+        .clone()
+        .unwrap_or_else(|| args.data_dir.display().to_string());
+    let opened = open_store(&spec, &args.s3).await?;
+    let role = match &opened.s3 {
+        Some(s3) => {
+            s3.spawn_usage_scan(args.s3.s3_usage_interval);
+            let cfg = s3.config();
+            Role::shared_server(format!("s3:{}/{}", cfg.bucket, cfg.prefix))
+        }
+        None => Role::server(),
+    };
+    let state = AppState::new(opened.store, role, state_options(c))?;
+    // Disk: counted now; S3: set by the background scan's first pass.
     state.refresh_storage_gauges().await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let follower = tokio::spawn(sis::replicas::follow_shared_log(
+        state.clone(),
+        args.replica_poll_interval,
+        stop.clone(),
+    ));
+    let gauges = opened.s3.is_some().then(|| {
+        let state = state.clone();
+        let every = args.s3.s3_usage_interval;
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(every.min(std::time::Duration::from_secs(60))).await;
+                state.refresh_storage_gauges().await;
+            }
+        })
+    });
     let listener = tokio::net::TcpListener::bind(c.listen).await?;
     let addr = listener.local_addr()?;
     tracing::info!(
         version = env!("CARGO_PKG_VERSION"),
-        data_dir = %args.data_dir.display(),
+        storage = %opened.describe,
         cache_bytes = c.cache_size,
         auth = c.api_token.is_some(),
         "listening on {addr}"
     );
-    sis::serve_with(listener, state, sis::shutdown::signal(), c.into()).await?;
+    let served = sis::serve_with(listener, state, sis::shutdown::signal(), c.into()).await;
+    stop.cancel();
+    let _ = follower.await;
+    if let Some(g) = gauges {
+        g.abort();
+    }
+    served?;
     tracing::info!("sis stopped");
     Ok(())
+}
+
+async fn migrate(args: MigrateArgs) -> Result<(), Box<dyn std::error::Error>> {
+    let from = open_store(&args.from, &args.s3).await?;
+    let to = open_store(&args.to, &args.s3).await?;
+    eprintln!("sis migrate: {} -> {}", from.describe, to.describe);
+    let done = sis::migrate::run(from.store, to.store, args.concurrency, |p, secs| {
+        eprintln!(
+            "sis migrate: {} copied, {} already there, {} MiB read, {:.1} s",
+            p.copied,
+            p.skipped,
+            p.bytes >> 20,
+            secs
+        );
+    })
+    .await?;
+    for what in &done.corrupt {
+        eprintln!("sis migrate: NOT copied, damaged in the source: {what}");
+    }
+    println!(
+        "copied {} skipped {} corrupt {} vanished {}",
+        done.copied,
+        done.skipped,
+        done.corrupt.len(),
+        done.vanished
+    );
+    if done.corrupt.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} damaged image(s) in the source were not copied",
+            done.corrupt.len()
+        )
+        .into())
+    }
 }

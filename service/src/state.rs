@@ -1,5 +1,5 @@
-//! [`AppState`]: what every handler shares — the origin (disk or upstream), the
-//! image cache, the resize pool, limits, metrics and the readiness flag. Built once
+//! [`AppState`]: what every handler shares — the store, the node's role, the image
+//! cache, the resize pool, limits, metrics and the readiness flag. Built once
 //! at start-up; cloning is one reference-count increment (axum clones the state for
 //! every extractor of every request, so this is on the hot path).
 
@@ -12,10 +12,11 @@ use bytes::Bytes;
 
 use crate::cache::{Cache, CacheKey, Weigh};
 use crate::error::Error;
-use crate::feed::ChangeFeed;
+use crate::id::{FileName, Md5Hex};
 use crate::imaging::{Format, Limits, ResizePool};
 use crate::metrics::{CacheMetrics, Metrics};
-use crate::store::{FileName, Md5Hex, Origin};
+use crate::role::Role;
+use crate::store::{Metered, SharedStore};
 
 /// Uploads larger than this (by `Content-Length` or as streamed) are refused.
 pub const MAX_UPLOAD_BYTES: u64 = 50 * 1024 * 1024;
@@ -114,8 +115,11 @@ impl std::ops::Deref for AppState {
 
 /// What [`AppState`] points to.
 pub struct Shared {
+    /// `server` or `agent` (the `mode` label of the metrics).
     pub mode: &'static str,
-    pub origin: Origin,
+    /// Where images live (a server's disk or bucket, behind [`Metered`]; an agent's server).
+    pub store: SharedStore,
+    pub role: Role,
     pub cache: Arc<ImageCache>,
     pub pool: Arc<ResizePool>,
     pub limits: Limits,
@@ -125,14 +129,11 @@ pub struct Shared {
     pub api_token: Option<Arc<str>>,
     /// Cleared on SIGTERM so /readyz answers 503 at once.
     pub ready: Arc<AtomicBool>,
-    /// Server mode: deletes, polled by agents (`/internal/v1/changes`).
-    pub changes: Arc<ChangeFeed>,
 }
 
-/// What [`AppState::new`] needs besides the origin.
+/// What [`AppState::new`] needs besides the store and the role.
 #[derive(Debug, Clone)]
 pub struct StateOptions {
-    pub mode: &'static str,
     pub cache_bytes: u64,
     pub limits: Limits,
     pub resize_workers: usize,
@@ -143,7 +144,6 @@ pub struct StateOptions {
 impl Default for StateOptions {
     fn default() -> Self {
         Self {
-            mode: "server",
             cache_bytes: 100 << 20,
             limits: Limits::default(),
             resize_workers: 0,
@@ -154,23 +154,37 @@ impl Default for StateOptions {
 }
 
 impl AppState {
-    /// Builds the state around an origin.
+    /// Builds the state around a store; a server's store is wrapped in [`Metered`].
     ///
     /// # Errors
     /// Metrics registration failed.
-    pub fn new(origin: Origin, opts: StateOptions) -> Result<Self, prometheus::Error> {
-        let metrics = Metrics::new(opts.mode)?;
-        Ok(Self::with_metrics(origin, opts, metrics))
+    pub fn new(
+        store: SharedStore,
+        role: Role,
+        opts: StateOptions,
+    ) -> Result<Self, prometheus::Error> {
+        let metrics = Metrics::new(role.name())?;
+        Ok(Self::with_metrics(store, role, opts, metrics))
     }
 
-    /// Builds the state around an origin with metrics made beforehand (the agent's
-    /// upstream client records into the same registry).
-    pub fn with_metrics(origin: Origin, opts: StateOptions, metrics: Metrics) -> Self {
+    /// Builds the state with metrics made beforehand (the agent's upstream client records
+    /// into the same registry).
+    pub fn with_metrics(
+        store: SharedStore,
+        role: Role,
+        opts: StateOptions,
+        metrics: Metrics,
+    ) -> Self {
+        let metrics = Arc::new(metrics);
+        let store = match role {
+            Role::Server { .. } => Metered::wrap(store, Arc::clone(&metrics)),
+            Role::Agent => store,
+        };
         let cache_bytes = usize::try_from(opts.cache_bytes).unwrap_or(usize::MAX);
         metrics.set_cache_capacity(cache_bytes);
         let cache = Arc::new(Cache::new(
             cache_bytes,
-            Box::new(CacheMetrics(metrics.clone())),
+            Box::new(CacheMetrics(Metrics::clone(&metrics))),
         ));
         let workers = if opts.resize_workers == 0 {
             std::thread::available_parallelism()
@@ -181,15 +195,15 @@ impl AppState {
         };
         let pool = Arc::new(ResizePool::new(workers, opts.resize_queue));
         Self(Arc::new(Shared {
-            mode: opts.mode,
-            origin,
+            mode: role.name(),
+            store,
+            role,
             cache,
             pool,
             limits: opts.limits,
-            metrics: Arc::new(metrics),
+            metrics,
             api_token: opts.api_token.filter(|t| !t.is_empty()).map(Arc::from),
             ready: Arc::new(AtomicBool::new(true)),
-            changes: Arc::new(ChangeFeed::new(crate::feed::DEFAULT_CAPACITY)),
         }))
     }
 
@@ -201,15 +215,9 @@ impl AppState {
         self.ready.store(ready, Ordering::SeqCst);
     }
 
-    /// Refreshes the storage gauges from the origin (server mode).
+    /// Refreshes the storage gauges from the store's own count (a server's [`Metered`]
+    /// store sets them; an agent's store has none).
     pub async fn refresh_storage_gauges(&self) {
-        if let Some((objects, bytes)) = self.origin.usage().await {
-            self.metrics
-                .storage_objects
-                .set(i64::try_from(objects).unwrap_or(i64::MAX));
-            self.metrics
-                .storage_bytes
-                .set(i64::try_from(bytes).unwrap_or(i64::MAX));
-        }
+        let _ = self.store.usage().await;
     }
 }

@@ -14,22 +14,19 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use reqwest::{Method, StatusCode};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use tracing::Instrument;
 
-use crate::error::Error;
-use crate::feed::Changes;
+use crate::id::{FileName, Md5Hex, URL_COMPONENT};
 use crate::metrics::Metrics;
-use crate::store::key::URL_COMPONENT;
-use crate::store::{FileName, Md5Hex, NameInfo, Object, PutOutcome};
+use crate::store::{Health, ImageStore, NameInfo, Object, PutOutcome, StoreError};
+use crate::wire::{
+    Changes, DeleteReply, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, UpstreamError,
+    from_millis,
+};
 
 /// How long an idle pooled connection to the server is kept (see `Upstream::new`).
 const IDLE_POOL_TIMEOUT: Duration = Duration::from_secs(4);
-
-/// Header carrying an object's name (percent-encoded UTF-8) on internal GETs.
-pub const NAME_HEADER: &str = "x-sis-name";
-/// Header carrying an object's modification time (Unix milliseconds) on internal GETs.
-pub const MODIFIED_HEADER: &str = "x-sis-modified";
 
 /// How to reach the server.
 #[derive(Debug, Clone)]
@@ -61,49 +58,21 @@ impl Default for UpstreamConfig {
     }
 }
 
-/// Why an upstream call failed.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum UpstreamError {
-    /// No connection (refused, reset before an answer, DNS, connect timeout).
-    #[error("cannot reach the image server: {0}")]
-    Unreachable(String),
-    /// The call took longer than the request timeout.
-    #[error("the image server did not answer in time")]
-    Timeout,
-    /// The server answered with an error status; `code` is its JSON error code.
-    #[error("the image server answered {status} ({code}): {message}")]
-    Rejected {
-        status: u16,
-        code: String,
-        message: String,
-    },
-    /// The answer was cut off or unreadable.
-    #[error("bad answer from the image server: {0}")]
-    Protocol(String),
-}
+/// [`UpstreamError`] helpers that need reqwest (the type itself is in [`crate::wire`]).
+struct UpstreamErrors;
 
-impl UpstreamError {
-    /// Worth another attempt for an idempotent call. Timeouts are not retried: a
-    /// slow server would only make the client wait a multiple of the timeout.
-    pub fn retriable(&self) -> bool {
-        match self {
-            Self::Unreachable(_) | Self::Protocol(_) => true,
-            Self::Rejected { status, .. } => matches!(status, 502..=504),
-            Self::Timeout => false,
-        }
-    }
-
+impl UpstreamErrors {
     /// The `status` label of `sis_upstream_requests_total` for a failed call.
-    fn label(&self) -> String {
-        match self {
-            Self::Unreachable(_) => "unreachable".into(),
-            Self::Timeout => "timeout".into(),
-            Self::Rejected { status, .. } => status.to_string(),
-            Self::Protocol(_) => "protocol".into(),
+    fn label(e: &UpstreamError) -> String {
+        match e {
+            UpstreamError::Unreachable(_) => "unreachable".into(),
+            UpstreamError::Timeout => "timeout".into(),
+            UpstreamError::Rejected { status, .. } => status.to_string(),
+            UpstreamError::Protocol(_) => "protocol".into(),
         }
     }
 
-    fn from_reqwest(e: &reqwest::Error) -> Self {
+    fn from_reqwest(e: &reqwest::Error) -> UpstreamError {
         // The source chain carries the useful part ("connection refused").
         let mut msg = e.to_string();
         let mut src = std::error::Error::source(e);
@@ -113,42 +82,14 @@ impl UpstreamError {
             src = s.source();
         }
         if e.is_timeout() {
-            Self::Timeout
+            UpstreamError::Timeout
         } else if e.is_connect() {
-            Self::Unreachable(msg)
+            UpstreamError::Unreachable(msg)
         } else if e.is_body() || e.is_decode() {
-            Self::Protocol(msg)
+            UpstreamError::Protocol(msg)
         } else {
             // The connection broke before an answer (e.g. the server died mid-call).
-            Self::Unreachable(msg)
-        }
-    }
-}
-
-impl From<UpstreamError> for Error {
-    fn from(e: UpstreamError) -> Self {
-        match e {
-            UpstreamError::Unreachable(_) => Error::UpstreamUnavailable,
-            UpstreamError::Timeout => Error::UpstreamTimeout,
-            UpstreamError::Protocol(m) => Error::BadGateway(m),
-            UpstreamError::Rejected {
-                status,
-                code,
-                message,
-            } => match code.as_str() {
-                "not-found" => Error::NotFound,
-                "conflict" => Error::Conflict,
-                "md5-mismatch" => Error::Md5Mismatch,
-                "invalid-md5" => Error::InvalidMd5,
-                "unsupported-media-type" => Error::UnsupportedMedia,
-                "payload-too-large" => Error::TooLarge,
-                "invalid-name" | "bad-request" => Error::BadRequest(message),
-                "busy" => Error::UpstreamUnavailable,
-                _ if status == 503 => Error::UpstreamUnavailable,
-                _ if status == 504 => Error::UpstreamTimeout,
-                // 401 here means the agent's --upstream-token is wrong: our fault, not the client's.
-                _ => Error::BadGateway(format!("upstream answered {status} ({code}): {message}")),
-            },
+            UpstreamError::Unreachable(msg)
         }
     }
 }
@@ -157,37 +98,6 @@ impl From<UpstreamError> for Error {
 pub fn backoff_delay(backoff: Duration, attempt: u32) -> Duration {
     let factor = 1u32 << attempt.saturating_sub(1).min(16);
     backoff.saturating_mul(factor).min(Duration::from_secs(2))
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct PutReply {
-    pub created: bool,
-    pub new_bytes: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct NameReply {
-    pub name: String,
-    pub size: u64,
-    pub stored_ms: u64,
-    pub inode: u64,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct DeleteReply {
-    pub removed: usize,
-    pub freed: u64,
-}
-
-/// Unix milliseconds of a time (0 before the epoch).
-pub fn to_millis(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
-}
-
-fn from_millis(ms: u64) -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 /// An answer: status, headers, whole body.
@@ -335,13 +245,13 @@ impl Upstream {
             let resp = req
                 .send()
                 .await
-                .map_err(|e| UpstreamError::from_reqwest(&e))?;
+                .map_err(|e| UpstreamErrors::from_reqwest(&e))?;
             let status = resp.status();
             let headers = resp.headers().clone();
             let body = resp
                 .bytes()
                 .await
-                .map_err(|e| UpstreamError::from_reqwest(&e))?;
+                .map_err(|e| UpstreamErrors::from_reqwest(&e))?;
             Ok::<_, UpstreamError>(Reply {
                 status,
                 headers,
@@ -356,7 +266,7 @@ impl Upstream {
             .observe(elapsed);
         let label = match &result {
             Ok(r) => r.status.as_u16().to_string(),
-            Err(e) => e.label(),
+            Err(e) => UpstreamErrors::label(e),
         };
         self.metrics
             .upstream_requests
@@ -543,10 +453,71 @@ impl Upstream {
     }
 }
 
+/// The agent's store: its server, through the internal API.
+#[async_trait::async_trait]
+impl ImageStore for Upstream {
+    fn kind(&self) -> &'static str {
+        "upstream"
+    }
+
+    async fn put_if_absent(
+        &self,
+        md5: Md5Hex,
+        name: FileName,
+        bytes: Bytes,
+    ) -> Result<PutOutcome, StoreError> {
+        Ok(self.put(&md5, &name, bytes).await?)
+    }
+
+    async fn get(
+        &self,
+        md5: &Md5Hex,
+        name: Option<&FileName>,
+    ) -> Result<Option<Object>, StoreError> {
+        Ok(Upstream::get(self, md5, name).await?)
+    }
+
+    async fn names(&self, md5: &Md5Hex) -> Result<Vec<NameInfo>, StoreError> {
+        Ok(Upstream::names(self, md5).await?)
+    }
+
+    async fn delete(
+        &self,
+        md5: &Md5Hex,
+        name: Option<&FileName>,
+    ) -> Result<(usize, u64), StoreError> {
+        Ok(Upstream::delete(self, md5, name).await?)
+    }
+
+    /// Ready while the last polls of the server's change feed succeeded.
+    async fn health(&self) -> Health {
+        if self.is_reachable() {
+            Health::Ready
+        } else {
+            Health::Unready("the image server's change feed is unreachable".into())
+        }
+    }
+
+    async fn usage(&self) -> Option<(u64, u64)> {
+        None
+    }
+
+    async fn list(
+        &self,
+        _after: Option<&(Md5Hex, FileName)>,
+        _limit: usize,
+    ) -> Result<Vec<(Md5Hex, NameInfo)>, StoreError> {
+        Err(StoreError::Backend(
+            "listing is not part of the internal API".into(),
+        ))
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use crate::error::Error;
 
     fn rejected(status: u16, code: &str) -> UpstreamError {
         UpstreamError::Rejected {

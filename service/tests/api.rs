@@ -1,5 +1,6 @@
 //! The whole HTTP API driven in-process through `router()` with `oneshot`, on a
-//! temp data dir. Covers every endpoint and error of the legacy and `/v1` APIs.
+//! temp data dir — or on a real S3 bucket when `SIS_TEST_S3_BUCKET` is set (see
+//! `common::test_store`). Covers every endpoint and error of the legacy and `/v1` APIs.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -15,18 +16,16 @@ use tower::ServiceExt;
 
 use common::{P, dims, gif, jpeg, md5_hex, multipart, png};
 use sis::state::{AppState, StateOptions};
-use sis::store::{DiskStore, Origin};
 
 struct App {
     router: sis::http::App,
     state: AppState,
-    dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 fn app_with(opts: StateOptions) -> App {
-    let dir = tempfile::tempdir().unwrap();
-    let store = DiskStore::open(dir.path()).unwrap();
-    let state = AppState::new(Origin::Local(Arc::new(store)), opts).unwrap();
+    let (store, role, dir) = common::test_store();
+    let state = AppState::new(store, role, opts).unwrap();
     App {
         router: sis::http::app(state.clone()),
         state,
@@ -104,7 +103,7 @@ impl App {
         .await
     }
 
-    fn stored_files(&self) -> usize {
+    async fn stored_files(&self) -> usize {
         fn walk(p: &std::path::Path) -> usize {
             std::fs::read_dir(p)
                 .unwrap()
@@ -118,7 +117,10 @@ impl App {
                 })
                 .sum()
         }
-        walk(self.dir.path())
+        match &self.dir {
+            Some(dir) => walk(dir.path()),
+            None => self.state.store.list(None, 10_000).await.unwrap().len(),
+        }
     }
 }
 
@@ -259,8 +261,8 @@ async fn v1_conflict_is_409() {
     let a = png(10, 10, 1);
     let md5 = sis::store::Md5Hex::of(&a);
     app.state
-        .origin
-        .put(
+        .store
+        .put_if_absent(
             md5,
             sis::store::FileName::parse("x.png").unwrap(),
             Bytes::from(png(12, 12, 5)),
@@ -388,7 +390,7 @@ async fn legacy_errors() {
         assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE, "{name}");
         assert_eq!(r.text(), "文件名长度超出50字节限制");
     }
-    assert_eq!(app.stored_files(), 0, "nothing stored");
+    assert_eq!(app.stored_files().await, 0, "nothing stored");
     let fifty = "b".repeat(46) + ".png";
     assert_eq!(app.up(&fifty, &a).await.status, StatusCode::OK);
     // Not an image.

@@ -16,14 +16,15 @@ use tower::ServiceExt;
 
 use common::{md5_hex, png};
 use sis::metrics::Metrics;
+use sis::role::Role;
 use sis::state::{AppState, StateOptions};
-use sis::store::{DiskStore, Origin};
+use sis::store::{DiskStore, SharedStore};
 use sis::upstream::{Upstream, UpstreamConfig};
 
 fn server() -> (tempfile::TempDir, AppState, sis::http::App) {
     let dir = tempfile::tempdir().unwrap();
     let store = DiskStore::open(dir.path()).unwrap();
-    let state = AppState::new(Origin::Local(Arc::new(store)), StateOptions::default()).unwrap();
+    let state = AppState::new(store.shared(), Role::server(), StateOptions::default()).unwrap();
     let router = sis::http::app(state.clone());
     (dir, state, router)
 }
@@ -153,7 +154,7 @@ async fn internal_api_needs_the_token() {
         api_token: Some("t".into()),
         ..StateOptions::default()
     };
-    let state = AppState::new(Origin::Local(Arc::new(store)), opts).unwrap();
+    let state = AppState::new(store.shared(), Role::server(), opts).unwrap();
     let r = sis::http::app(state);
     let (s, _, _) = send(
         &r,
@@ -202,11 +203,9 @@ async fn agent_origin_round_trip() {
         .unwrap(),
     );
     let agent = AppState::with_metrics(
-        Origin::Upstream(up),
-        StateOptions {
-            mode: "agent",
-            ..StateOptions::default()
-        },
+        up as SharedStore,
+        Role::Agent,
+        StateOptions::default(),
         metrics,
     );
     let r = sis::http::app(agent);

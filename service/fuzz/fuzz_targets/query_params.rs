@@ -16,7 +16,8 @@ use percent_encoding::{AsciiSet, CONTROLS, percent_encode};
 use sis::http::params;
 use sis::imaging::Limits;
 use sis::state::{AppState, StateOptions};
-use sis::store::{DiskStore, FileName, Md5Hex, Origin};
+use sis::role::Role;
+use sis::store::{DiskStore, FileName, Md5Hex};
 use tower::ServiceExt;
 
 /// Bytes escaped before they go into the URI (`&`, `=`, `%`, `+` stay: they are the syntax).
@@ -56,7 +57,7 @@ fn fixture() -> &'static Fixture {
             ..StateOptions::default()
         };
         let state = rt.block_on(async {
-            AppState::new(Origin::Local(std::sync::Arc::new(store)), opts).expect("state")
+            AppState::new(store.shared(), Role::server(), opts).expect("state")
         });
         Fixture { router: sis::http::app(state), rt, md5, _dir: dir }
     })

@@ -25,8 +25,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
     if !state.is_ready() {
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response();
     }
-    if !state.origin.ready().await {
-        return (StatusCode::SERVICE_UNAVAILABLE, "origin not ready\n").into_response();
+    if let crate::store::Health::Unready(why) = state.store.health().await {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("storage not ready: {why}\n"),
+        )
+            .into_response();
     }
     "ready\n".into_response()
 }

@@ -25,11 +25,11 @@ use axum::routing::get;
 use percent_encoding::utf8_percent_encode;
 
 use crate::error::{Error, Failure};
+use crate::id::{FileName, Md5Hex, URL_COMPONENT};
 use crate::imaging;
 use crate::state::{AppState, ImageKey};
-use crate::store::key::URL_COMPONENT;
-use crate::store::{FileName, Md5Hex, PutOutcome};
-use crate::upstream::{DeleteReply, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, to_millis};
+use crate::store::PutOutcome;
+use crate::wire::{DeleteReply, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, to_millis};
 
 use super::upload::read_raw;
 use super::{ImagePath, admit_upload_body, authorize, query_get, query_pairs};
@@ -73,11 +73,10 @@ async fn put(
             .ok_or(Error::UnsupportedMedia)
             .map_err(fail)?;
         let outcome = state
-            .origin
-            .put(md5, name, bytes)
+            .store
+            .put_if_absent(md5, name, bytes)
             .await
             .map_err(|e| fail(e.into()))?;
-        super::legacy::record_put(&state, outcome);
         Ok(match outcome {
             PutOutcome::Created { new_bytes } => (
                 StatusCode::CREATED,
@@ -108,7 +107,7 @@ async fn get_object(
     let md5 = self::md5(md5)?;
     let name = name.map(self::name).transpose()?;
     let obj = state
-        .origin
+        .store
         .get(&md5, name.as_ref())
         .await?
         .ok_or(Error::NotFound)?;
@@ -143,7 +142,7 @@ async fn names(
     authorize(&state, &headers)?;
     let md5 = self::md5(&md5)?;
     let list: Vec<NameReply> = state
-        .origin
+        .store
         .names(&md5)
         .await
         .map_err(Error::from)?
@@ -158,25 +157,17 @@ async fn names(
     Ok(Json(list).into_response())
 }
 
-/// Deletes on the server's disk for an agent (the public `/v1` DELETE does the
-/// same for clients): drops the server's cached copies and records the change.
+/// Deletes from the store for a client or an agent: drops this node's cached copies
+/// and records the change for agents (on a server).
 pub(crate) async fn delete_local(
     state: &AppState,
     md5: &Md5Hex,
     name: Option<&FileName>,
 ) -> Result<(usize, u64), Error> {
-    let (removed, freed) = state.origin.delete(md5, name).await?;
+    let (removed, freed) = state.store.delete(md5, name).await?;
     state.cache.remove_where(|k: &ImageKey| k.md5() == md5);
-    if removed > 0 && state.origin.is_local() {
-        state.changes.record(md5);
-        state
-            .metrics
-            .storage_objects
-            .sub(i64::try_from(removed).unwrap_or(0));
-        state
-            .metrics
-            .storage_bytes
-            .sub(i64::try_from(freed).unwrap_or(0));
+    if removed > 0 {
+        state.role.record_delete(md5);
     }
     Ok((removed, freed))
 }
@@ -219,5 +210,6 @@ async fn changes(
                 .map_err(|_| Error::InvalidParams("since: want a sequence number".into()))?,
         ),
     };
-    Ok(Json(state.changes.since(since)).into_response())
+    let feed = state.role.feed().ok_or(Error::NotFound)?;
+    Ok(Json(feed.since(since)).into_response())
 }

@@ -81,11 +81,10 @@ pub(crate) fn close_if_too_large(e: &Error, mut resp: Response) -> Response {
 /// Stores validated parts in order; returns how many were new.
 pub(crate) async fn store_all(state: &AppState, items: &[Checked]) -> Result<(), Error> {
     for item in items {
-        let outcome = state
-            .origin
-            .put(item.md5, item.name.clone(), item.part.bytes.clone())
+        state
+            .store
+            .put_if_absent(item.md5, item.name.clone(), item.part.bytes.clone())
             .await?;
-        record_put(state, outcome);
     }
     Ok(())
 }
@@ -96,21 +95,6 @@ pub(crate) async fn md5_of(bytes: &bytes::Bytes) -> Md5Hex {
     match tokio::task::spawn_blocking(move || Md5Hex::of(&b)).await {
         Ok(m) => m,
         Err(_) => Md5Hex::of(bytes),
-    }
-}
-
-/// Counts a put in the storage metrics (server only: an agent stores nothing itself).
-pub(crate) fn record_put(state: &AppState, outcome: crate::store::PutOutcome) {
-    if !state.origin.is_local() {
-        return;
-    }
-    if let crate::store::PutOutcome::Created { new_bytes } = outcome {
-        state.metrics.images_stored.inc();
-        state.metrics.storage_objects.inc();
-        state
-            .metrics
-            .storage_bytes
-            .add(i64::try_from(new_bytes).unwrap_or(0));
     }
 }
 

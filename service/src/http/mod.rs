@@ -42,7 +42,7 @@ pub fn app(state: AppState) -> App {
 /// Every route on `state`, without the edge (CORS, request ids, metrics, log lines).
 fn router(state: AppState) -> Router {
     let mut app = Router::new();
-    if state.origin.is_local() {
+    if state.role.serves_internal_api() {
         // The server's API for agents; an agent does not expose it.
         app = app.merge(internal::routes());
     }

@@ -11,9 +11,9 @@ use percent_encoding::utf8_percent_encode;
 use serde::Serialize;
 
 use crate::error::{Error, Failure};
+use crate::id::URL_COMPONENT;
 use crate::imaging;
 use crate::state::AppState;
-use crate::store::key::URL_COMPONENT;
 use crate::store::{FileName, Md5Hex};
 
 use super::legacy::{Checked, md5_of};
@@ -150,12 +150,14 @@ async fn get_image(
             serve::original_response(headers, &img)
         }
         Some(p) => {
-            let accepts = params::Accepts::from_header(
-                headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
-            );
+            let accepts_webp = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("image/webp"));
             let vary = p.format == params::FormatChoice::Auto;
-            let resolve = move |source| p.resolve(accepts, source);
-            serve::variant_response_for(state, headers, &md5, name.as_ref(), resolve, vary).await
+            let (spec, canonical) = p.resolve(accepts_webp);
+            serve::variant_response(state, headers, &md5, name.as_ref(), spec, canonical, vary)
+                .await
         }
     }
 }
@@ -181,7 +183,7 @@ struct MetaName {
 
 async fn meta(State(state): State<AppState>, Path(md5): Path<String>) -> Result<Response, Failure> {
     let md5 = parse_md5(&md5)?;
-    let names = state.origin.names(&md5).await.map_err(Error::from)?;
+    let names = state.store.names(&md5).await.map_err(Error::from)?;
     let first = names.first().ok_or(Error::NotFound)?;
     let img = serve::load_original(&state, &md5, Some(&first.name)).await?;
     let dims = imaging::probe(&img.bytes, &state.limits).ok();

@@ -16,8 +16,10 @@ use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use super::key::{FileName, Md5Hex};
-use super::{NameInfo, PutOutcome, StoreError};
+use std::sync::Arc;
+
+use super::{Health, ImageStore, NameInfo, Object, PutOutcome, SharedStore, StoreError};
+use crate::id::{FileName, Md5Hex};
 
 const TMP_DIR: &str = ".tmp";
 
@@ -287,6 +289,185 @@ impl DiskStore {
         let _ = fs::remove_file(&probe);
         ok
     }
+
+    /// Every (md5, name) after `after` in key order (fan-out directories in order, names
+    /// by their on-disk form), at most `limit`: reads only the directories it needs.
+    ///
+    /// # Errors
+    /// I/O errors while walking the tree.
+    pub fn list(
+        &self,
+        after: Option<&(Md5Hex, FileName)>,
+        limit: usize,
+    ) -> Result<Vec<(Md5Hex, NameInfo)>, StoreError> {
+        let mut out = Vec::new();
+        let start = after.map(|(m, n)| (m.as_str().to_owned(), n.to_disk()));
+        let start_md5 = start.as_ref().map(|(m, _)| m.as_str()).unwrap_or("");
+        for l1 in sorted_dirs(&self.root)? {
+            let n1 = file_name_of(&l1);
+            if n1 == TMP_DIR || n1.len() != 2 || n1.as_str() < start_md5.get(..2).unwrap_or("") {
+                continue;
+            }
+            for l2 in sorted_dirs(&l1)? {
+                let p4 = format!("{n1}{}", file_name_of(&l2));
+                if p4.as_str() < start_md5.get(..4).unwrap_or("") {
+                    continue;
+                }
+                for md5dir in sorted_dirs(&l2)? {
+                    let Some(md5) = Md5Hex::parse(&file_name_of(&md5dir)) else {
+                        continue;
+                    };
+                    if md5.as_str() < start_md5 {
+                        continue;
+                    }
+                    let mut files: Vec<_> = fs::read_dir(&md5dir)?
+                        .filter_map(Result::ok)
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                        .collect();
+                    files.sort();
+                    for file in files {
+                        if let Some((m, n)) = &start
+                            && md5.as_str() == m
+                            && file.as_str() <= n.as_str()
+                        {
+                            continue;
+                        }
+                        let Some(name) = FileName::from_disk(&file) else {
+                            continue;
+                        };
+                        let meta = match fs::metadata(md5dir.join(&file)) {
+                            Ok(m) => m,
+                            // Deleted while we walked.
+                            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e.into()),
+                        };
+                        out.push((
+                            md5,
+                            NameInfo {
+                                name,
+                                size: meta.len(),
+                                stored: meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+                                inode: meta.ino(),
+                            },
+                        ));
+                        if out.len() >= limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// This store as an [`ImageStore`] (blocking calls moved to the blocking pool).
+    pub fn shared(self) -> SharedStore {
+        Arc::new(Disk(Arc::new(self)))
+    }
+}
+
+/// [`DiskStore`] behind the async [`ImageStore`] trait.
+#[derive(Debug)]
+struct Disk(Arc<DiskStore>);
+
+impl Disk {
+    async fn blocking<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&DiskStore) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = Arc::clone(&self.0);
+        tokio::task::spawn_blocking(move || f(&store))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+}
+
+#[async_trait::async_trait]
+impl ImageStore for Disk {
+    fn kind(&self) -> &'static str {
+        "disk"
+    }
+
+    async fn put_if_absent(
+        &self,
+        md5: Md5Hex,
+        name: FileName,
+        bytes: Bytes,
+    ) -> Result<PutOutcome, StoreError> {
+        self.blocking(move |s| s.put(&md5, &name, &bytes)).await
+    }
+
+    async fn get(
+        &self,
+        md5: &Md5Hex,
+        name: Option<&FileName>,
+    ) -> Result<Option<Object>, StoreError> {
+        let md5 = *md5;
+        let name = name.cloned();
+        self.blocking(move |s| {
+            let name = match name {
+                Some(n) => n,
+                None => match s.names(&md5)?.into_iter().next() {
+                    Some(info) => info.name,
+                    None => return Ok(None),
+                },
+            };
+            Ok(s.get(&md5, &name)?.map(|(bytes, modified)| Object {
+                name,
+                bytes,
+                modified,
+            }))
+        })
+        .await
+    }
+
+    async fn names(&self, md5: &Md5Hex) -> Result<Vec<NameInfo>, StoreError> {
+        let md5 = *md5;
+        self.blocking(move |s| s.names(&md5)).await
+    }
+
+    async fn delete(
+        &self,
+        md5: &Md5Hex,
+        name: Option<&FileName>,
+    ) -> Result<(usize, u64), StoreError> {
+        let md5 = *md5;
+        let name = name.cloned();
+        self.blocking(move |s| s.delete(&md5, name.as_ref())).await
+    }
+
+    async fn health(&self) -> Health {
+        match self.blocking(|s| Ok(s.writable())).await {
+            Ok(true) => Health::Ready,
+            _ => Health::Unready("data directory not writable".into()),
+        }
+    }
+
+    async fn usage(&self) -> Option<(u64, u64)> {
+        self.blocking(|s| s.usage()).await.ok()
+    }
+
+    async fn list(
+        &self,
+        after: Option<&(Md5Hex, FileName)>,
+        limit: usize,
+    ) -> Result<Vec<(Md5Hex, NameInfo)>, StoreError> {
+        let after = after.cloned();
+        self.blocking(move |s| s.list(after.as_ref(), limit)).await
+    }
+}
+
+fn sorted_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut dirs = read_dirs(dir)?;
+    dirs.sort();
+    Ok(dirs)
+}
+
+fn file_name_of(p: &Path) -> String {
+    p.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 fn read_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {

@@ -1,20 +1,30 @@
-//! Storage: validated keys ([`key`]) and the server's disk store ([`disk`]).
+//! Storage: the [`ImageStore`] trait, the one door to where image bytes live, and its
+//! backends: local disk ([`disk`]), S3-compatible object storage ([`s3`]) and, in agent
+//! mode, the sis server reached over HTTP ([`crate::upstream`]).
 //!
-//! [`Origin`] is the one door the HTTP layer uses to read and write images, so the
-//! same cache, resizing and handlers serve both modes: `Local` is the server's disk,
-//! `Upstream` is the agent's sis server reached over HTTP ([`crate::upstream`]).
+//! Handlers hold an `Arc<dyn ImageStore>` and never ask which backend it is; what differs
+//! between a server and an agent (the change feed, storage gauges, the internal API) is
+//! the node's [`crate::role::Role`], not a property of the store. A backend promises:
+//! - `put_if_absent` returns only once the write is durable, never overwrites a name
+//!   with different content ([`StoreError::Conflict`]), and stores content once per MD5;
+//! - `get` / `names` never show a half-written image;
+//! - errors say whether the backend is unreachable or slow, so callers answer 503 / 504.
 
 pub mod disk;
-pub mod key;
+pub mod metered;
+pub mod s3;
 
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use bytes::Bytes;
 
-use crate::upstream::{Upstream, UpstreamError};
+pub use crate::id as key;
+pub use crate::id::{FileName, Md5Hex, NameError};
+use crate::wire::UpstreamError;
 pub use disk::DiskStore;
-pub use key::{FileName, Md5Hex, NameError};
+pub use metered::Metered;
+pub use s3::{S3Config, S3Store};
 
 /// Errors from a store.
 #[derive(Debug, thiserror::Error)]
@@ -26,6 +36,16 @@ pub enum StoreError {
     Io(#[from] std::io::Error),
     #[error("blocking task failed: {0}")]
     Join(String),
+    /// The storage backend cannot be reached or refuses service (object store down,
+    /// wrong credentials); nothing was changed.
+    #[error("storage unavailable: {0}")]
+    Unavailable(String),
+    /// The storage backend did not answer within its timeout.
+    #[error("storage did not answer in time: {0}")]
+    Timeout(String),
+    /// The backend answered something this code cannot use.
+    #[error("storage backend error: {0}")]
+    Backend(String),
     /// Agent mode: the call to the server failed (or the server refused).
     #[error("upstream: {0}")]
     Upstream(#[from] UpstreamError),
@@ -34,7 +54,7 @@ pub enum StoreError {
 /// Result of a successful put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PutOutcome {
-    /// A new name; `new_bytes` is the content added to disk (0 when deduplicated).
+    /// A new name; `new_bytes` is the content added to storage (0 when deduplicated).
     Created { new_bytes: u64 },
     /// The same content was already stored under this name.
     Exists,
@@ -46,7 +66,8 @@ pub struct NameInfo {
     pub name: FileName,
     pub size: u64,
     pub stored: SystemTime,
-    /// Names sharing an inode share content.
+    /// Names with the same `inode` share content (disk: the inode; other stores: an id
+    /// of the shared blob).
     pub inode: u64,
 }
 
@@ -58,127 +79,106 @@ pub struct Object {
     pub modified: SystemTime,
 }
 
-/// Where images come from and go to.
-#[derive(Debug, Clone)]
-pub enum Origin {
-    /// Server mode: the local disk store.
-    Local(Arc<DiskStore>),
-    /// Agent mode: a sis server's internal API.
-    Upstream(Arc<Upstream>),
+/// What a store says about its own health (`/readyz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Health {
+    Ready,
+    /// Not ready, and why (shown in `/readyz`'s body and logged).
+    Unready(String),
 }
 
-impl Origin {
-    /// True for the server's own disk (storage gauges, change feed, internal API).
-    pub fn is_local(&self) -> bool {
-        matches!(self, Origin::Local(_))
-    }
+/// Deletes made through other processes that share a store (S3: other server replicas).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SharedChanges {
+    /// `(ts_ms, md5)` of every delete logged after the cursor, oldest first.
+    pub entries: Vec<(u64, Md5Hex)>,
+    /// Pass this as the next poll's cursor.
+    pub cursor: String,
+    /// Every delete logged at or before this time (Unix ms) is in `entries` of this or an
+    /// earlier poll: a process may vouch for its cache up to here.
+    pub settled_ms: u64,
+    /// The poll read the log from this time (Unix ms) on: earlier deletes are unknown.
+    pub covered_from_ms: u64,
+    /// Names the shared log (the same for every process reading it).
+    pub log_id: String,
+}
 
-    async fn blocking<T, F>(store: &Arc<DiskStore>, f: F) -> Result<T, StoreError>
-    where
-        T: Send + 'static,
-        F: FnOnce(&DiskStore) -> Result<T, StoreError> + Send + 'static,
-    {
-        let store = Arc::clone(store);
-        tokio::task::spawn_blocking(move || f(&store))
-            .await
-            .map_err(|e| StoreError::Join(e.to_string()))?
-    }
+/// Where images live. Object-safe: held as `Arc<dyn ImageStore>`.
+#[async_trait::async_trait]
+pub trait ImageStore: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and metrics (`disk`, `s3`, `upstream`).
+    fn kind(&self) -> &'static str;
 
-    /// Stores one image (see [`DiskStore::put`]).
+    /// Stores `bytes` as (md5, name) unless that name already exists. The caller has
+    /// checked that `md5` is the digest of `bytes`. Durable when it returns `Ok`.
     ///
     /// # Errors
-    /// Conflict or I/O.
-    pub async fn put(
+    /// [`StoreError::Conflict`] when the name holds different content; backend errors.
+    async fn put_if_absent(
         &self,
         md5: Md5Hex,
         name: FileName,
         bytes: Bytes,
-    ) -> Result<PutOutcome, StoreError> {
-        match self {
-            Origin::Local(d) => Self::blocking(d, move |s| s.put(&md5, &name, &bytes)).await,
-            Origin::Upstream(u) => Ok(u.put(&md5, &name, bytes).await?),
-        }
-    }
+    ) -> Result<PutOutcome, StoreError>;
 
-    /// Names under an MD5, sorted by byte order.
+    /// The image (md5, name), or the first name under md5 in byte order when `name` is
+    /// `None`; `None` when missing.
     ///
     /// # Errors
-    /// I/O.
-    pub async fn names(&self, md5: &Md5Hex) -> Result<Vec<NameInfo>, StoreError> {
-        let d = match self {
-            Origin::Local(d) => d,
-            Origin::Upstream(u) => return Ok(u.names(md5).await?),
-        };
-        let md5 = *md5;
-        Self::blocking(d, move |s| s.names(&md5)).await
-    }
-
-    /// The image (md5, name), or the first name under md5 when `name` is `None`.
-    ///
-    /// # Errors
-    /// I/O.
-    pub async fn get(
+    /// Backend errors.
+    async fn get(
         &self,
         md5: &Md5Hex,
         name: Option<&FileName>,
-    ) -> Result<Option<Object>, StoreError> {
-        let d = match self {
-            Origin::Local(d) => d,
-            Origin::Upstream(u) => return Ok(u.get(md5, name).await?),
-        };
-        let md5 = *md5;
-        let name = name.cloned();
-        Self::blocking(d, move |s| {
-            let name = match name {
-                Some(n) => n,
-                None => match s.names(&md5)?.into_iter().next() {
-                    Some(info) => info.name,
-                    None => return Ok(None),
-                },
-            };
-            Ok(s.get(&md5, &name)?.map(|(bytes, modified)| Object {
-                name,
-                bytes,
-                modified,
-            }))
-        })
-        .await
-    }
+    ) -> Result<Option<Object>, StoreError>;
 
-    /// Deletes a name or all names; returns (names removed, bytes freed).
+    /// Names under an MD5, sorted by the bytes of the name.
     ///
     /// # Errors
-    /// I/O.
-    pub async fn delete(
+    /// Backend errors.
+    async fn names(&self, md5: &Md5Hex) -> Result<Vec<NameInfo>, StoreError>;
+
+    /// Deletes a name, or all names when `name` is `None`; returns (names removed,
+    /// bytes freed). Content goes with its last name.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn delete(
         &self,
         md5: &Md5Hex,
         name: Option<&FileName>,
-    ) -> Result<(usize, u64), StoreError> {
-        let d = match self {
-            Origin::Local(d) => d,
-            Origin::Upstream(u) => return Ok(u.delete(md5, name).await?),
-        };
-        let md5 = *md5;
-        let name = name.cloned();
-        Self::blocking(d, move |s| s.delete(&md5, name.as_ref())).await
+    ) -> Result<(usize, u64), StoreError>;
+
+    /// Whether the store can take writes now.
+    async fn health(&self) -> Health;
+
+    /// (names, content bytes) for the storage gauges, when the backend can tell cheaply;
+    /// `None` when not applicable or not known yet.
+    async fn usage(&self) -> Option<(u64, u64)>;
+
+    /// Deletes logged by other processes sharing this store after `cursor` (`None`:
+    /// start a bounded distance back). `Ok(None)` for stores only one process writes.
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn shared_changes(
+        &self,
+        _cursor: Option<&str>,
+    ) -> Result<Option<SharedChanges>, StoreError> {
+        Ok(None)
     }
 
-    /// Readiness: the data directory is writable (server); the last probes of the
-    /// server succeeded (agent).
-    pub async fn ready(&self) -> bool {
-        match self {
-            Origin::Local(d) => Self::blocking(d, |s| Ok(s.writable()))
-                .await
-                .unwrap_or(false),
-            Origin::Upstream(u) => u.is_reachable(),
-        }
-    }
-
-    /// (objects, bytes) for the storage gauges; `None` when not applicable.
-    pub async fn usage(&self) -> Option<(u64, u64)> {
-        match self {
-            Origin::Local(d) => Self::blocking(d, |s| s.usage()).await.ok(),
-            Origin::Upstream(_) => None,
-        }
-    }
+    /// Every stored (md5, name) after `after` in key order, at most `limit`
+    /// (migration, listing).
+    ///
+    /// # Errors
+    /// Backend errors.
+    async fn list(
+        &self,
+        after: Option<&(Md5Hex, FileName)>,
+        limit: usize,
+    ) -> Result<Vec<(Md5Hex, NameInfo)>, StoreError>;
 }
+
+/// Shared handle to a store.
+pub type SharedStore = Arc<dyn ImageStore>;

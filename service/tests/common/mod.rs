@@ -213,3 +213,45 @@ pub fn parse_raw(resp: &[u8]) -> (u16, Vec<(String, String)>, Vec<u8>) {
         .collect();
     (status, headers, resp[end + 4..].to_vec())
 }
+
+/// The store the in-process API tests run on: a temp directory, or — when
+/// `SIS_TEST_S3_BUCKET` is set (tests/s3/run.sh, against a real Ceph RGW) — a fresh
+/// prefix in that bucket, reached with `SIS_TEST_S3_ENDPOINT` and the `AWS_*` keys.
+/// Returns the store, the role a server on it has, and the directory to keep alive.
+pub fn test_store() -> (
+    sis::store::SharedStore,
+    sis::role::Role,
+    Option<tempfile::TempDir>,
+) {
+    match std::env::var("SIS_TEST_S3_BUCKET") {
+        Ok(bucket) if !bucket.is_empty() => {
+            static SEQ: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+            let prefix = format!(
+                "t{}-{}-{}",
+                std::process::id(),
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap()
+                    .as_nanos(),
+                SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            );
+            let store = sis::store::S3Store::new(sis::store::S3Config {
+                bucket: bucket.clone(),
+                prefix: prefix.clone(),
+                endpoint: std::env::var("SIS_TEST_S3_ENDPOINT").ok(),
+                region: "us-east-1".into(),
+                path_style: true,
+                timeout: Duration::from_secs(10),
+                multipart_threshold: 1 << 20,
+            })
+            .unwrap();
+            let role = sis::role::Role::shared_server(format!("s3:{bucket}/{prefix}"));
+            (std::sync::Arc::new(store), role, None)
+        }
+        _ => {
+            let dir = tempfile::tempdir().unwrap();
+            let store = sis::store::DiskStore::open(dir.path()).unwrap().shared();
+            (store, sis::role::Role::server(), Some(dir))
+        }
+    }
+}
