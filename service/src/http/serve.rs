@@ -222,7 +222,24 @@ pub async fn variant_response(
     params: String,
     vary: bool,
 ) -> Result<Response, Error> {
+    variant_response_for(state, headers, md5, name, move |_| (spec, params), vary).await
+}
+
+/// [`variant_response`] whose spec and canonical parameters depend on the original's format
+/// (`/v1` normalises against it, so equivalent requests share one cache entry and ETag).
+///
+/// # Errors
+/// Not found, busy, image errors.
+pub async fn variant_response_for(
+    state: &AppState,
+    headers: &HeaderMap,
+    md5: &Md5Hex,
+    name: Option<&FileName>,
+    resolve: impl FnOnce(imaging::Format) -> (ResizeSpec, String),
+    vary: bool,
+) -> Result<Response, Error> {
     let original = load_original(state, md5, name).await?;
+    let (spec, params) = resolve(original.format);
     // Conditional requests are answered before any image work; the tag is only built
     // when one is asked (a cached variant carries its own).
     if headers.contains_key(header::IF_NONE_MATCH)

@@ -150,14 +150,12 @@ async fn get_image(
             serve::original_response(headers, &img)
         }
         Some(p) => {
-            let accepts_webp = headers
-                .get(header::ACCEPT)
-                .and_then(|v| v.to_str().ok())
-                .is_some_and(|v| v.contains("image/webp"));
+            let accepts = params::Accepts::from_header(
+                headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()),
+            );
             let vary = p.format == params::FormatChoice::Auto;
-            let (spec, canonical) = p.resolve(accepts_webp);
-            serve::variant_response(state, headers, &md5, name.as_ref(), spec, canonical, vary)
-                .await
+            let resolve = move |source| p.resolve(accepts, source);
+            serve::variant_response_for(state, headers, &md5, name.as_ref(), resolve, vary).await
         }
     }
 }
