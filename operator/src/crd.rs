@@ -155,9 +155,8 @@ pub struct AgentSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 
-    /// PriorityClass of the agent pods.
+    /// PriorityClass of the agent pods (empty: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
     pub priority_class_name: Option<String>,
 }
 
@@ -433,9 +432,8 @@ pub struct ServerSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub topology_spread_constraints: Vec<TopologySpreadConstraint>,
 
-    /// PriorityClass of the server pods.
+    /// PriorityClass of the server pods (empty: none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1))]
     pub priority_class_name: Option<String>,
 }
 

@@ -287,9 +287,9 @@ pub fn validate(
             placement: Placement {
                 node_selector: spec.agent.node_selector.clone(),
                 tolerations: spec.agent.tolerations.clone(),
-                affinity: spec.agent.affinity.clone(),
+                affinity: non_empty_affinity(spec.agent.affinity.as_ref()),
                 topology_spread_constraints: spec.agent.topology_spread_constraints.clone(),
-                priority_class_name: spec.agent.priority_class_name.clone(),
+                priority_class_name: non_empty_string(spec.agent.priority_class_name.as_ref()),
             },
         },
         server: ValidatedServer {
@@ -301,9 +301,9 @@ pub fn validate(
             placement: Placement {
                 node_selector: spec.server.node_selector.clone(),
                 tolerations: spec.server.tolerations.clone(),
-                affinity: spec.server.affinity.clone(),
+                affinity: non_empty_affinity(spec.server.affinity.as_ref()),
                 topology_spread_constraints: spec.server.topology_spread_constraints.clone(),
-                priority_class_name: spec.server.priority_class_name.clone(),
+                priority_class_name: non_empty_string(spec.server.priority_class_name.as_ref()),
             },
         },
         api_token_secret: spec.api_token_secret.clone(),
@@ -395,6 +395,16 @@ fn is_quantity(text: &str) -> bool {
         Ok(_) | Err(QuantityError::Fractional(_)) => true,
         Err(_) => false,
     }
+}
+
+/// `affinity: {}` (as a chart's values render it) means no affinity, so the default spread of
+/// the agents still applies.
+fn non_empty_affinity(affinity: Option<&Affinity>) -> Option<Affinity> {
+    affinity.filter(|a| **a != Affinity::default()).cloned()
+}
+
+fn non_empty_string(value: Option<&String>) -> Option<String> {
+    value.filter(|v| !v.trim().is_empty()).cloned()
 }
 
 fn non_empty(resources: Option<&Resources>) -> Option<Resources> {
@@ -588,6 +598,41 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(message.contains("not both"), "{message}");
+    }
+
+    /// The shipped examples are valid as the operator sees them (the CRD schema is checked
+    /// against them by tests/helm/run.sh with a server dry run).
+    #[test]
+    fn deploy_examples_validate() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/examples");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().and_then(|e| e.to_str()) != Some("yaml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let mut cluster = fixtures::cluster_from_yaml(&text);
+            cluster.metadata.uid = Some("1".into());
+            let v = validate(&cluster, &Defaults::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if path.ends_with("siscluster-s3.yaml") {
+                assert_eq!(v.server.replicas, 3);
+                assert!(!v.server.storage.is_volume());
+                assert!(v.agent.autoscaling.is_some());
+            }
+            seen += 1;
+        }
+        assert!(seen >= 2, "examples in {}", dir.display());
+    }
+
+    #[test]
+    fn empty_placement_values_mean_unset() {
+        let cluster = fixtures::cluster_from_yaml(
+            "metadata: {name: p, namespace: m, uid: '1'}\nspec: {agent: {affinity: {}, priorityClassName: '', nodeSelector: {}}}",
+        );
+        let v = validate(&cluster, &Defaults::default()).unwrap();
+        assert_eq!(v.agent.placement, Placement::default());
     }
 
     #[test]

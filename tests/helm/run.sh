@@ -3,8 +3,10 @@
 #
 #   tests/helm/run.sh            # prints "N passed, N failed" last
 #
-# 1. static: helm lint --strict; values.schema.json rejects wrong types; generated files
-#    (chart CRD, deploy/*.yaml) match `sis-operator crd` / `helm template` (no drift)
+# 1. static: helm lint --strict (also with the Grafana dashboard and the PrometheusRule on);
+#    values.schema.json rejects wrong types; generated files (chart CRD, deploy/*.yaml) match
+#    `sis-operator crd` / `helm template` (no drift); the dashboard ConfigMap and PrometheusRule
+#    render exactly deploy/monitoring/* when on and not at all when off
 # 2. a real control plane (tests/k8s/cluster.sh: etcd + kube-apiserver + controller-manager 1.20
 #    on loopback): `kubectl apply --dry-run=server` of the rendered chart and of deploy/
 # 3. helm install; then the operator binary runs LOCALLY with the chart ServiceAccount's own token
@@ -94,6 +96,63 @@ check "schema rejects crds.install=\"yes\"" rejects --set-string crds.install=ye
 check "schema rejects image.pullPolicy=Sometimes" rejects --set image.pullPolicy=Sometimes
 check "schema rejects an unknown key (replicas=2)" rejects --set replicas=2
 check "schema rejects cluster.spec.agent.replicas=-1" rejects --set cluster.spec.agent.replicas=-1
+check "schema rejects monitoring.dashboard.enabled=\"yes\"" rejects --set-string monitoring.dashboard.enabled=yes
+check "schema rejects cluster.spec.agent.autoscaling.minReplicas=0" \
+    rejects --set cluster.spec.agent.autoscaling.minReplicas=0
+check "schema rejects cluster.spec.agent.disruptionBudget.maxUnavailable=lots" \
+    rejects --set cluster.spec.agent.disruptionBudget.maxUnavailable=lots
+
+# --------------------------------------------------------------------------- monitoring
+check "helm lint --strict (dashboard and PrometheusRule on)" helm lint --strict "$CHART" \
+    --set monitoring.dashboard.enabled=true --set monitoring.prometheusRule.enabled=true
+check "chart dashboard = deploy/monitoring/grafana-dashboard.json" \
+    cmp "$CHART/files/grafana-dashboard.json" "$ROOT/deploy/monitoring/grafana-dashboard.json"
+check "chart rules = deploy/monitoring/sis-alerts.rules.yaml" \
+    cmp "$CHART/files/sis-alerts.rules.yaml" "$ROOT/deploy/monitoring/sis-alerts.rules.yaml"
+helm template "$RELEASE" "$CHART" -n "$NS" >"$WORK/default.yaml"
+helm template "$RELEASE" "$CHART" -n "$NS" --set monitoring.dashboard.enabled=true \
+    --set monitoring.prometheusRule.enabled=true --set monitoring.prometheusRule.labels.release=kps \
+    --set monitoring.prometheusRule.additionalAlertLabels.team=media \
+    --set monitoring.dashboard.annotations.grafana_folder=sis >"$WORK/monitoring.yaml"
+monitoring_off() {
+    python3 - "$WORK/default.yaml" <<'EOF'
+import sys, yaml
+kinds = [d["kind"] for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+assert "PrometheusRule" not in kinds and "ConfigMap" not in kinds, kinds
+EOF
+}
+check "monitoring off by default: no dashboard ConfigMap, no PrometheusRule" monitoring_off
+dashboard_on() {
+    python3 - "$WORK/monitoring.yaml" "$ROOT/deploy/monitoring/grafana-dashboard.json" <<'EOF'
+import json, sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+cms = [d for d in docs if d["kind"] == "ConfigMap"]
+assert len(cms) == 1, cms
+cm = cms[0]
+assert cm["metadata"]["labels"]["grafana_dashboard"] == "1", cm["metadata"]["labels"]
+assert cm["metadata"]["annotations"] == {"grafana_folder": "sis"}
+assert json.loads(cm["data"]["sis.json"]) == json.load(open(sys.argv[2])), "dashboard differs"
+EOF
+}
+check "dashboard on: ConfigMap with grafana_dashboard=1 holding the dashboard JSON" dashboard_on
+rules_on() {
+    python3 - "$WORK/monitoring.yaml" "$ROOT/deploy/monitoring/sis-alerts.rules.yaml" <<'EOF'
+import sys, yaml
+docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d]
+rules = [d for d in docs if d["kind"] == "PrometheusRule"]
+assert len(rules) == 1, rules
+rule = rules[0]
+assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+assert rule["metadata"]["labels"]["release"] == "kps"
+want = yaml.safe_load(open(sys.argv[2]))["groups"]
+got = rule["spec"]["groups"]
+for group in got:
+    for r in group["rules"]:
+        assert r["labels"].pop("team") == "media", r["labels"]
+assert got == want, "PrometheusRule groups differ from the rules file"
+EOF
+}
+check "PrometheusRule on: the rules file's groups, extra labels on every alert" rules_on
 
 "$OPERATOR" crd >"$WORK/crd.yaml"
 check "charts/sis-operator/files/crd.yaml = sis-operator crd" \
@@ -164,6 +223,20 @@ check "CRD established" eventually 60 established
 k create namespace media >/dev/null
 check "kubectl apply --dry-run=server -f deploy/examples/siscluster.yaml" \
     k apply --dry-run=server -f "$ROOT/deploy/examples/siscluster.yaml"
+check "kubectl apply --dry-run=server -f deploy/examples/siscluster-s3.yaml" \
+    k apply --dry-run=server -f "$ROOT/deploy/examples/siscluster-s3.yaml"
+helm template "$RELEASE" "$CHART" -n "$NS" --api-versions sis.dev/v1alpha1/SisCluster \
+    --set cluster.enabled=true --set crds.install=false >"$WORK/values-cluster.yaml"
+check "the chart's SisCluster from default values | kubectl apply --dry-run=server" \
+    k apply --dry-run=server -f "$WORK/values-cluster.yaml"
+helm template "$RELEASE" "$CHART" -n "$NS" --api-versions sis.dev/v1alpha1/SisCluster \
+    --set cluster.enabled=true --set crds.install=false --set cluster.spec.server.storage.size=null \
+    --set cluster.spec.server.storage.s3.bucket=photos --set cluster.spec.server.storage.s3.pathStyle=true \
+    --set cluster.spec.server.storage.s3.credentialsSecret.name=photos-s3 >"$WORK/values-s3.yaml"
+check "the chart's SisCluster with S3 values | kubectl apply --dry-run=server" \
+    k apply --dry-run=server -f "$WORK/values-s3.yaml"
+check "helm template with the dashboard on | kubectl apply --dry-run=server" \
+    bash -c "\"\$HELM\" template '$RELEASE' '$CHART' -n '$NS' --set crds.install=false --set monitoring.dashboard.enabled=true | kubectl apply --dry-run=server -f -"
 
 # The ServiceAccount's own token: Kubernetes 1.20 creates a token Secret for every SA.
 sa_token() {
@@ -204,8 +277,10 @@ EOF
 sak() { kubectl --kubeconfig "$WORK/sa.kubeconfig" "$@"; }
 check "the token is the chart's ServiceAccount" \
     bash -c "kubectl --kubeconfig '$WORK/sa.kubeconfig' auth can-i list sisclusters.sis.dev -A | grep -qx yes"
-check "least privilege: no secrets" \
-    bash -c "kubectl --kubeconfig '$WORK/sa.kubeconfig' auth can-i get secrets -A | grep -qx no"
+check "secrets: read (hash of the values pods use), never written" \
+    bash -c "kubectl --kubeconfig '$WORK/sa.kubeconfig' auth can-i get secrets -A | grep -qx yes &&
+             kubectl --kubeconfig '$WORK/sa.kubeconfig' auth can-i create secrets -A | grep -qx no &&
+             kubectl --kubeconfig '$WORK/sa.kubeconfig' auth can-i patch secrets -A | grep -qx no"
 check "least privilege: no delete of deployments" \
     bash -c "kubectl --kubeconfig '$WORK/sa.kubeconfig' auth can-i delete deployments -A | grep -qx no"
 check "least privilege: Leases only in the release namespace" \
@@ -265,6 +340,16 @@ check "its agent Deployment created by the operator" eventually 60 exists "$NS" 
 check "its agent replicas from values (3)" \
     test "$(k -n "$NS" get deploy from-values-agent -o jsonpath='{.spec.replicas}')" = 3
 check "its server PVC created" eventually 60 pvc_exists "$NS" data-from-values-server-0
+check "its agent PodDisruptionBudget created (policy, SA token RBAC)" \
+    eventually 60 exists "$NS" poddisruptionbudget from-values-agent
+check "helm upgrade (cluster.spec.agent.autoscaling.enabled=true)" \
+    helm upgrade "$RELEASE" "$CHART" -n "$NS" --reuse-values --set cluster.spec.agent.autoscaling.enabled=true
+check "its agent HorizontalPodAutoscaler created (autoscaling, SA token RBAC)" \
+    eventually 60 exists "$NS" horizontalpodautoscaler from-values-agent
+hpa_gone() { ! exists "$NS" horizontalpodautoscaler from-values-agent; }
+check "helm upgrade (autoscaling off again)" \
+    helm upgrade "$RELEASE" "$CHART" -n "$NS" --reuse-values --set cluster.spec.agent.autoscaling.enabled=false
+check "the HPA is deleted by the operator" eventually 60 hpa_gone
 
 # RBAC: every request the operator made was allowed.
 check "operator log has no 'forbidden' (RBAC complete)" bash -c "! grep -i forbidden '$WORK/operator.log'"

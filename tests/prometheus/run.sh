@@ -3,6 +3,10 @@
 # once agent mode exists) on free 127.0.0.1 ports, `promtool check metrics` on their /metrics,
 # a Prometheus server scraping both every second, a known workload, then assertions through
 # Prometheus' HTTP API (/api/v1/query).
+# Also the shipped monitoring (issue 16): `promtool check rules` and `promtool test rules`
+# (tests/prometheus/alerts.test.yaml) on deploy/monitoring/sis-alerts.rules.yaml; every metric
+# the rules and deploy/monitoring/grafana-dashboard.json name is declared in service/ or
+# operator/ metrics.rs; every dashboard query is valid PromQL on the live Prometheus.
 #
 # Self-contained area script: installs Debian's `prometheus` (server + promtool), curl and
 # python3 when missing, builds `sis`, cleans up on exit. Ends with `N passed, N failed`;
@@ -45,6 +49,54 @@ command -v prometheus >/dev/null || die "prometheus missing after install"
 command -v promtool >/dev/null || die "promtool missing after install"
 PY=$(python3 -c 'import sys; print(sys.executable)') # the real interpreter, not a slow shim
 log "$(prometheus --version 2>&1 | head -1)"
+
+# ---- shipped alert rules and dashboard (no sis needed) ----
+RULES="$ROOT/deploy/monitoring/sis-alerts.rules.yaml"
+DASHBOARD="$ROOT/deploy/monitoring/grafana-dashboard.json"
+if promtool check rules "$RULES" >"/tmp/sis-promtool-check.$$" 2>&1; then
+  ok "promtool check rules deploy/monitoring/sis-alerts.rules.yaml ($(grep -o '[0-9]* rules found' "/tmp/sis-promtool-check.$$"))"
+else
+  not_ok "promtool check rules:"; sed 's/^/       /' "/tmp/sis-promtool-check.$$"
+fi
+if promtool test rules "$ROOT/tests/prometheus/alerts.test.yaml" >"/tmp/sis-promtool-test.$$" 2>&1; then
+  ok "promtool test rules tests/prometheus/alerts.test.yaml (every alert fires on its sample series, not on the others)"
+else
+  not_ok "promtool test rules:"; sed 's/^/       /' "/tmp/sis-promtool-test.$$" | head -n 60
+fi
+rm -f "/tmp/sis-promtool-check.$$" "/tmp/sis-promtool-test.$$"
+# Every alert of the rules file has a unit test and a runbook section in the README.
+if missing=$("$PY" - "$RULES" "$ROOT/tests/prometheus/alerts.test.yaml" "$ROOT/README.md" <<'EOF'
+import re, sys
+rules = open(sys.argv[1]).read()
+alerts = re.findall(r"^\s*- alert: (\w+)", rules, re.M)
+tests = open(sys.argv[2]).read()
+readme = open(sys.argv[3]).read()
+missing = [a for a in alerts if f"alertname: {a}" not in tests]
+missing += [f"{a} (runbook)" for a in alerts if not re.search(rf"^#+ .*`?{a}`?", readme, re.M)]
+assert len(alerts) >= 6, alerts
+print(" ".join(missing))
+EOF
+) && [ -z "$missing" ]; then
+  ok "every alert has a promtool test and a README runbook"
+else
+  not_ok "alerts without a test or runbook: $missing"
+fi
+if undeclared=$("$PY" - "$DASHBOARD" "$RULES" "$ROOT/service/src/metrics.rs" "$ROOT/operator/src/metrics.rs" <<'EOF'
+import json, re, sys
+dashboard = json.load(open(sys.argv[1]))
+exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+assert len(exprs) >= 20, len(exprs)
+text = "\n".join(exprs) + open(sys.argv[2]).read()
+declared = set(re.findall(r'"(sis_[a-z_]+)"', open(sys.argv[3]).read() + open(sys.argv[4]).read()))
+used = {re.sub(r"_(bucket|sum|count)$", "", m) for m in re.findall(r"\b(sis_[a-z_]+)", text)}
+assert used, "no sis metric used"
+print(" ".join(sorted(m for m in used if m not in declared)))
+EOF
+) && [ -z "$undeclared" ]; then
+  ok "dashboard and rules only use metrics declared in service/src/metrics.rs and operator/src/metrics.rs"
+else
+  not_ok "metrics used by the dashboard or rules but not declared: $undeclared"
+fi
 
 log "building sis"
 (cd "$ROOT" && cargo build -q -p sis) || die "cargo build -p sis failed"
@@ -301,6 +353,33 @@ if [ -n "$AGENT" ]; then
     expect "server stored the agent's upload (sis_images_stored_total == 4)" "sis_images_stored_total{$S}" == 4
     expect "agent process_resident_memory_bytes > 0" "process_resident_memory_bytes{$A}" ">" 0
   fi
+fi
+
+# ---- the dashboard's queries on the live Prometheus ----
+# Grafana's $__rate_interval and $namespace replaced by what Grafana would send; each query must
+# be accepted (valid PromQL); the sis_http ones must return data from the scraped server/agent.
+"$PY" - "$DASHBOARD" >"$WORK/dashboard.queries" <<'EOF'
+import json, sys
+for p in json.load(open(sys.argv[1]))["panels"]:
+    for t in p.get("targets", []):
+        print(p["title"] + "\t" + t["expr"].replace("$__rate_interval", "1m").replace('namespace=~"$namespace"', 'namespace=~".*"'))
+EOF
+bad=0
+with_data=0
+while IFS=$'\t' read -r title expr; do
+  answer=$(curl -sS -G "$PROM/api/v1/query" --data-urlencode "query=$expr")
+  if [ "$("$PY" -c 'import json,sys; print(json.loads(sys.argv[1]).get("status"))' "$answer" 2>/dev/null)" != success ]; then
+    bad=$((bad + 1))
+    log "dashboard query refused ($title): $expr -> $answer"
+  elif [[ "$expr" == *sis_http_requests_total* ]] &&
+    [ "$("$PY" -c 'import json,sys; print(len(json.loads(sys.argv[1])["data"]["result"]))' "$answer")" -gt 0 ]; then
+    with_data=$((with_data + 1))
+  fi
+done <"$WORK/dashboard.queries"
+if [ "$bad" = 0 ] && [ "$with_data" -ge 1 ]; then
+  ok "all $(wc -l <"$WORK/dashboard.queries") dashboard queries accepted by Prometheus ($with_data request-rate/error queries with data)"
+else
+  not_ok "dashboard queries: $bad refused, $with_data of the request queries with data"
 fi
 
 if ((FAILED > 0)); then
