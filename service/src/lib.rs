@@ -13,6 +13,7 @@
 //! - [`cache`]: generic byte-bounded S3-FIFO cache with single-flight loads.
 //! - [`imaging`]: sniff, header probe (bomb checks), resize with JPEG shrink-on-load, and
 //!   the bounded resize pool.
+//! - [`images`]: the image service between HTTP and storage (ingest, read, delete).
 //! - [`state`]: [`state::AppState`] shared by handlers.
 //! - [`http`]: [`http::app`], the edge (CORS, request id, log line, metrics) and the
 //!   handlers per API surface (`legacy`, `v1`, `page`, `health`).
@@ -35,6 +36,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod id;
+pub mod images;
 pub mod imaging;
 pub mod io_threads;
 pub mod metrics;

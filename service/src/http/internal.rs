@@ -26,8 +26,8 @@ use percent_encoding::utf8_percent_encode;
 
 use crate::error::{Error, Failure};
 use crate::id::{FileName, Md5Hex, URL_COMPONENT};
-use crate::imaging;
-use crate::state::{AppState, ImageKey};
+use crate::images;
+use crate::state::AppState;
 use crate::store::PutOutcome;
 use crate::wire::{DeleteReply, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, to_millis};
 
@@ -66,17 +66,9 @@ async fn put(
         let name = name(&n).map_err(fail)?;
         let body = admit_upload_body(&head.headers, body, || fail(Error::TooLarge))?;
         let bytes = read_raw(body).await.map_err(fail)?;
-        if super::legacy::md5_of(&bytes).await != md5 {
-            return Err(fail(Error::Md5Mismatch));
-        }
-        imaging::sniff(&bytes)
-            .ok_or(Error::UnsupportedMedia)
-            .map_err(fail)?;
-        let outcome = state
-            .store
-            .put_if_absent(md5, name, bytes)
+        let outcome = images::put_verified(&state, md5, name, bytes)
             .await
-            .map_err(|e| fail(e.into()))?;
+            .map_err(fail)?;
         Ok(match outcome {
             PutOutcome::Created { new_bytes } => (
                 StatusCode::CREATED,
@@ -157,21 +149,6 @@ async fn names(
     Ok(Json(list).into_response())
 }
 
-/// Deletes from the store for a client or an agent: drops this node's cached copies
-/// and records the change for agents (on a server).
-pub(crate) async fn delete_local(
-    state: &AppState,
-    md5: &Md5Hex,
-    name: Option<&FileName>,
-) -> Result<(usize, u64), Error> {
-    let (removed, freed) = state.store.delete(md5, name).await?;
-    state.cache.remove_where(|k: &ImageKey| k.md5() == md5);
-    if removed > 0 {
-        state.role.record_delete(md5);
-    }
-    Ok((removed, freed))
-}
-
 async fn delete(
     state: &AppState,
     headers: &HeaderMap,
@@ -181,7 +158,7 @@ async fn delete(
     authorize(state, headers)?;
     let md5 = self::md5(md5)?;
     let name = name.map(self::name).transpose()?;
-    let (removed, freed) = delete_local(state, &md5, name.as_ref()).await?;
+    let (removed, freed) = images::delete(state, &md5, name.as_ref()).await?;
     if removed == 0 {
         return Err(Error::NotFound);
     }

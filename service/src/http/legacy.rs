@@ -12,6 +12,7 @@ use axum::routing::{get, post};
 use serde::Serialize;
 
 use crate::error::{Error, Failure};
+use crate::images::{self, Checked};
 use crate::state::AppState;
 use crate::store::{FileName, Md5Hex};
 
@@ -38,13 +39,6 @@ struct UpResult {
     name: String,
     #[serde(rename = "MD5")]
     md5: String,
-}
-
-/// Parts to store, all validated before anything is written.
-pub(crate) struct Checked {
-    pub md5: Md5Hex,
-    pub name: FileName,
-    pub part: Part,
 }
 
 /// Authorizes, applies the early 413, and reads the multipart body.
@@ -78,25 +72,6 @@ pub(crate) fn close_if_too_large(e: &Error, mut resp: Response) -> Response {
     resp
 }
 
-/// Stores validated parts in order; returns how many were new.
-pub(crate) async fn store_all(state: &AppState, items: &[Checked]) -> Result<(), Error> {
-    for item in items {
-        state
-            .store
-            .put_if_absent(item.md5, item.name.clone(), item.part.bytes.clone())
-            .await?;
-    }
-    Ok(())
-}
-
-/// MD5 of an upload, hashed on the blocking pool (up to 50 MiB of work).
-pub(crate) async fn md5_of(bytes: &bytes::Bytes) -> Md5Hex {
-    let b = bytes.clone();
-    match tokio::task::spawn_blocking(move || Md5Hex::of(&b)).await {
-        Ok(m) => m,
-        Err(_) => Md5Hex::of(bytes),
-    }
-}
 
 async fn up(State(state): State<AppState>, req: Request) -> Response {
     let parts = match read_upload(&state, req, Failure::legacy).await {
@@ -122,14 +97,18 @@ async fn up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response, Error>
     }
     let mut items = Vec::new();
     for (name, part) in named {
-        let (md5, valid) = super::upload::hash_and_validate(state, &part.bytes).await;
+        let (md5, valid) = images::hash_and_validate(state, &part.bytes).await;
         valid?;
-        items.push(Checked { md5, name, part });
+        items.push(Checked {
+            md5,
+            name,
+            bytes: part.bytes,
+        });
     }
     if items.is_empty() {
         return Err(Error::BadRequest("no file in the upload".into()));
     }
-    store_all(state, &items).await?;
+    images::store_all(state, &items).await?;
     let out: Vec<UpResult> = items
         .iter()
         .map(|i| UpResult {
@@ -163,7 +142,7 @@ async fn derect_up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response,
             .and_then(Md5Hex::parse)
             .ok_or(Error::InvalidMd5)?;
         let name = FileName::parse(&filename).map_err(Error::InvalidName)?;
-        let (md5, valid) = super::upload::hash_and_validate(state, &part.bytes).await;
+        let (md5, valid) = images::hash_and_validate(state, &part.bytes).await;
         if md5 != claimed {
             return Err(Error::Md5Mismatch);
         }
@@ -171,13 +150,13 @@ async fn derect_up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response,
         items.push(Checked {
             md5: claimed,
             name,
-            part,
+            bytes: part.bytes,
         });
     }
     if items.is_empty() {
         return Err(Error::BadRequest("no file in the upload".into()));
     }
-    store_all(state, &items).await?;
+    images::store_all(state, &items).await?;
     let mut r = "上传完成".into_response();
     r.headers_mut().insert(
         header::CONTENT_TYPE,
@@ -222,7 +201,7 @@ async fn download(state: AppState, req: Request, with_name: bool, stretch: bool)
             )
             .await
         } else {
-            let img = serve::load_original(&state, &md5, name.as_ref()).await?;
+            let img = images::load_original(&state, &md5, name.as_ref()).await?;
             serve::original_response(&req.headers, &img)
         }
     }

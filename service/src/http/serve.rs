@@ -16,41 +16,6 @@ use crate::store::{FileName, Md5Hex};
 
 const CACHE_CONTROL: &str = "public, max-age=31536000, immutable";
 
-/// Loads an original through the cache (single-flight on misses).
-///
-/// # Errors
-/// [`Error::NotFound`] when missing; storage errors.
-pub async fn load_original(
-    state: &AppState,
-    md5: &Md5Hex,
-    name: Option<&FileName>,
-) -> Result<CachedImage, Error> {
-    let key = ImageKey::Original {
-        md5: *md5,
-        name: name.cloned(),
-    };
-    state
-        .cache
-        .get_or_load(key, || async {
-            let obj = state.store.get(md5, name).await?.ok_or(Error::NotFound)?;
-            let format = imaging::sniff(&obj.bytes).ok_or(Error::UnsupportedMedia)?;
-            let headers = ImageHeaders::new(original_etag(md5), obj.modified, obj.bytes.len());
-            Ok(CachedImage {
-                bytes: obj.bytes,
-                format,
-                name: obj.name,
-                modified: obj.modified,
-                headers,
-            })
-        })
-        .await
-}
-
-/// The ETag of an original: its MD5, quoted.
-fn original_etag(md5: &Md5Hex) -> HeaderValue {
-    HeaderValue::from_str(&format!("\"{md5}\"")).unwrap_or(HeaderValue::from_static("\"\""))
-}
-
 /// The ETag of a variant: MD5 plus a hash of the resolved name and the canonical
 /// parameters.
 fn variant_etag(md5: &Md5Hex, name: &FileName, params: &str) -> HeaderValue {
@@ -238,7 +203,7 @@ pub async fn variant_response_for(
     resolve: impl FnOnce(imaging::Format) -> (ResizeSpec, String),
     vary: bool,
 ) -> Result<Response, Error> {
-    let original = load_original(state, md5, name).await?;
+    let original = crate::images::load_original(state, md5, name).await?;
     let (spec, params) = resolve(original.format);
     // Conditional requests are answered before any image work; the tag is only built
     // when one is asked (a cached variant carries its own).

@@ -11,9 +11,7 @@ use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 use crate::error::Error;
-use crate::imaging::{self, Format, Probe};
-use crate::state::{AppState, MAX_UPLOAD_BYTES};
-use crate::store::Md5Hex;
+use crate::state::MAX_UPLOAD_BYTES;
 
 /// Default of [`UploadLimits::max_parts`].
 pub const DEFAULT_MAX_UPLOAD_PARTS: usize = 1000;
@@ -211,37 +209,6 @@ fn multipart_error(e: multer::Error) -> Error {
         other if other.to_string().contains(super::BODY_TOO_LARGE) => Error::TooLarge,
         other => Error::BadRequest(format!("malformed multipart body: {other}")),
     }
-}
-
-/// Checks that `bytes` are a whole image sis can serve, before anything is stored: a known
-/// format ([`Error::UnsupportedMedia`] otherwise), a declared size within
-/// `max_input_pixels` and sane animation headers (decompression bombs are refused from the
-/// headers alone, before any pixel buffer exists), and data that really decodes (truncated
-/// or corrupt files behind a valid header, see [`imaging::check_decodes`]), on the bounded
-/// resize pool so it never queues without bound ([`Error::Busy`] when the pool is full).
-///
-/// # Errors
-/// [`Error::UnsupportedMedia`], [`Error::Unprocessable`] (bomb, truncated, corrupt),
-/// [`Error::Busy`].
-pub async fn validate_image(state: &AppState, bytes: &Bytes) -> Result<(Format, Probe), Error> {
-    let format = imaging::sniff(bytes).ok_or(Error::UnsupportedMedia)?;
-    let probe = imaging::probe(bytes, &state.limits)?;
-    let (b, limits) = (bytes.clone(), state.limits.clone());
-    let (width, height) = (probe.width, probe.height);
-    state
-        .pool
-        .run_fn(move || imaging::check_decodes(&b, format, width, height, &limits))
-        .await?;
-    Ok((format, probe))
-}
-
-/// [`validate_image`] and the MD5 of the same bytes, side by side: the hash runs on the
-/// blocking pool while a resize worker checks the image.
-pub async fn hash_and_validate(
-    state: &AppState,
-    bytes: &Bytes,
-) -> (Md5Hex, Result<(Format, Probe), Error>) {
-    tokio::join!(super::legacy::md5_of(bytes), validate_image(state, bytes))
 }
 
 /// Reads a raw body, bounded by [`MAX_UPLOAD_BYTES`].

@@ -11,12 +11,12 @@ use percent_encoding::utf8_percent_encode;
 use serde::Serialize;
 
 use crate::error::{Error, Failure};
+use crate::images::{self, Checked};
 use crate::id::URL_COMPONENT;
 use crate::imaging;
 use crate::state::AppState;
 use crate::store::{FileName, Md5Hex};
 
-use super::legacy::{Checked, md5_of};
 use super::upload::{Part, is_multipart, read_raw};
 use super::{ImagePath, admit_upload_body, authorize, params, query_get, query_pairs, serve};
 
@@ -73,7 +73,7 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
                 let ext = imaging::sniff(&bytes)
                     .map(|f| f.extension())
                     .unwrap_or("bin");
-                format!("{}.{ext}", md5_of(&bytes).await)
+                format!("{}.{ext}", images::md5_of(&bytes).await)
             }
         };
         vec![Part {
@@ -98,12 +98,16 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
     let mut items = Vec::new();
     let mut probes = Vec::new();
     for (name, part) in named {
-        let (md5, valid) = super::upload::hash_and_validate(state, &part.bytes).await;
+        let (md5, valid) = images::hash_and_validate(state, &part.bytes).await;
         let (format, probe) = valid.map_err(fail)?;
         probes.push((format, Some((probe.width, probe.height))));
-        items.push(Checked { md5, name, part });
+        items.push(Checked {
+            md5,
+            name,
+            bytes: part.bytes,
+        });
     }
-    super::legacy::store_all(state, &items)
+    images::store_all(state, &items)
         .await
         .map_err(fail)?;
     let images: Vec<Uploaded> = items
@@ -112,7 +116,7 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
         .map(|(i, (format, dims))| Uploaded {
             name: i.name.as_str().to_owned(),
             md5: i.md5.to_string(),
-            size: i.part.bytes.len() as u64,
+            size: i.bytes.len() as u64,
             format: format.extension(),
             width: dims.map(|d| d.0),
             height: dims.map(|d| d.1),
@@ -146,7 +150,7 @@ async fn get_image(
     let pairs = query_pairs(query);
     match params::v1(&pairs, &state.limits)? {
         None => {
-            let img = serve::load_original(state, &md5, name.as_ref()).await?;
+            let img = images::load_original(state, &md5, name.as_ref()).await?;
             serve::original_response(headers, &img)
         }
         Some(p) => {
@@ -183,7 +187,7 @@ async fn meta(State(state): State<AppState>, Path(md5): Path<String>) -> Result<
     let md5 = parse_md5(&md5)?;
     let names = state.store.names(&md5).await.map_err(Error::from)?;
     let first = names.first().ok_or(Error::NotFound)?;
-    let img = serve::load_original(&state, &md5, Some(&first.name)).await?;
+    let img = images::load_original(&state, &md5, Some(&first.name)).await?;
     let dims = imaging::probe(&img.bytes, &state.limits).ok();
     let stored = names.iter().map(|n| n.stored).min().unwrap_or(first.stored);
     let list: Vec<MetaName> = names
@@ -219,7 +223,7 @@ async fn delete(
     let name = name.map(parse_name).transpose()?;
     // Also drops every cached original and variant of this MD5 (names may have
     // shifted) and, on the server, tells agents through the change feed.
-    let (removed, _freed) = super::internal::delete_local(state, &md5, name.as_ref()).await?;
+    let (removed, _freed) = images::delete(state, &md5, name.as_ref()).await?;
     if removed == 0 {
         return Err(Error::NotFound);
     }
