@@ -396,3 +396,122 @@ async fn avif_uploads_are_refused_with_415() {
     let v: serde_json::Value = resp.json().await.unwrap();
     assert_eq!(v["code"], "unsupported-media-type");
 }
+
+fn animated_gif(w: u32, h: u32, n: u32) -> Vec<u8> {
+    let colours = [[255, 0, 0, 255], [0, 255, 0, 255], [0, 0, 255, 255]];
+    let mut out = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new(&mut out);
+        enc.set_repeat(image::codecs::gif::Repeat::Finite(4))
+            .unwrap();
+        enc.encode_frames((0..n).map(|i| {
+            image::Frame::from_parts(
+                RgbaImage::from_pixel(w, h, Rgba(colours[i as usize % 3])),
+                0,
+                0,
+                image::Delay::from_numer_denom_ms(50 + 10 * i, 1),
+            )
+        }))
+        .unwrap();
+    }
+    out
+}
+
+/// Frames (buffer, delay ms) and loop count (0 = forever) of an animated GIF or WebP.
+fn frames_of(bytes: &[u8]) -> (Vec<(RgbaImage, u32)>, u32) {
+    use image::AnimationDecoder;
+    use image::metadata::LoopCount;
+    let (loops, frames) = match image::guess_format(bytes).unwrap() {
+        ImageFormat::Gif => {
+            let d = image::codecs::gif::GifDecoder::new(Cursor::new(bytes)).unwrap();
+            (d.loop_count(), d.into_frames().collect_frames().unwrap())
+        }
+        ImageFormat::WebP => {
+            let d = image::codecs::webp::WebPDecoder::new(Cursor::new(bytes)).unwrap();
+            (d.loop_count(), d.into_frames().collect_frames().unwrap())
+        }
+        other => panic!("{other:?}"),
+    };
+    let loops = match loops {
+        LoopCount::Infinite => 0,
+        LoopCount::Finite(n) => n.get(),
+    };
+    let frames = frames
+        .into_iter()
+        .map(|f| {
+            let (n, d) = f.delay().numer_denom_ms();
+            (f.into_buffer(), n / d.max(1))
+        })
+        .collect();
+    (frames, loops)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn animations_stay_animated_through_resize_and_conversion() {
+    let srv = Server::start(&[]);
+    let m = upload(&srv, "a.gif", animated_gif(120, 60, 5)).await;
+    for (query, format) in [
+        ("w=40", ImageFormat::Gif),
+        ("w=40&format=webp", ImageFormat::WebP),
+        ("w=40&format=webp&lossless=1", ImageFormat::WebP),
+    ] {
+        let r = get(&srv, &format!("/v1/images/{m}?{query}"), &[]).await;
+        assert_eq!(r.status, StatusCode::OK, "{query}");
+        assert_eq!(r.format(), format, "{query}");
+        let (frames, loops) = frames_of(&r.body);
+        assert_eq!(frames.len(), 5, "{query}");
+        assert_eq!(loops, 4, "{query}");
+        for (i, (img, delay)) in frames.iter().enumerate() {
+            assert_eq!(img.dimensions(), (40, 20), "{query} frame {i}");
+            let p = img.get_pixel(20, 10).0;
+            assert!(p[i % 3] > 200, "{query} frame {i}: {p:?}");
+            assert_eq!(*delay, 50 + 10 * i as u32, "{query} frame {i}");
+        }
+        // ...and back: the WebP re-read as a source keeps its frames too.
+        if format == ImageFormat::WebP {
+            let w = upload(&srv, "a.webp", r.body.clone()).await;
+            let back = get(&srv, &format!("/v1/images/{w}?w=20&format=gif"), &[]).await;
+            let (frames, loops) = frames_of(&back.body);
+            assert_eq!((frames.len(), loops), (5, 4));
+            assert_eq!(frames[0].0.dimensions(), (20, 10));
+        }
+    }
+    // frames=1: a still, with its own ETag.
+    let still = get(&srv, &format!("/v1/images/{m}?w=40&frames=1"), &[]).await;
+    let anim = get(&srv, &format!("/v1/images/{m}?w=40"), &[]).await;
+    assert_eq!(frames_of(&still.body).0.len(), 1);
+    assert_ne!(still.header("etag"), anim.header("etag"));
+    // A still format gets the first frame.
+    let png = get(&srv, &format!("/v1/images/{m}?w=40&format=png"), &[])
+        .await
+        .image();
+    assert!(px(&png, 20, 10)[0] > 200);
+    // The legacy API keeps its behaviour: the first frame only.
+    let legacy = reqwest::get(srv.url(&format!("/stretch_simple_down?md5={m}&w=40&h=20")))
+        .await
+        .unwrap();
+    assert_eq!(legacy.status(), StatusCode::OK);
+    let body = legacy.bytes().await.unwrap();
+    assert_eq!(frames_of(&body).0.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn animations_over_the_limit_are_a_clear_422() {
+    let srv = Server::start(&[]);
+    // 40 frames of 100x100 (cheap to decode), but at 1300x1300 = 67.6 MP of output.
+    let m = upload(&srv, "big.gif", animated_gif(100, 100, 40)).await;
+    let r = get(&srv, &format!("/v1/images/{m}?w=1300"), &[]).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let v = r.json();
+    assert_eq!(v["code"], "unprocessable-image");
+    assert!(v["error"].as_str().unwrap().contains("frames=1"), "{v}");
+    let r = get(
+        &srv,
+        &format!("/v1/images/{m}?w=1300&frames=1&format=jpeg"),
+        &[],
+    )
+    .await;
+    assert_eq!(r.image().width(), 1300);
+    let r = get(&srv, &format!("/v1/images/{m}?w=50"), &[]).await;
+    assert_eq!(frames_of(&r.body).0.len(), 40);
+}

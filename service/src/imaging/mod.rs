@@ -16,12 +16,15 @@
 //!   unusual; the general decoder then takes over).
 //! - `geometry`: [`Gravity`], focal points and the deterministic smart-crop search.
 //! - `effects`: [`Effects`] (blur, sharpen, rotate, flip), padding and alpha flattening.
+//! - `animation`: every frame of an animated GIF/WebP through the same plan; a WebP muxer.
 //! - `pool`: [`ResizePool`].
 //!
 //! # Behaviour worth knowing
 //! - [`Probe::width`]/[`Probe::height`] are the *displayed* dimensions: a JPEG whose EXIF
 //!   orientation rotates by 90° reports its sides swapped, matching what [`resize`] produces.
-//! - Animated GIF and WebP: only the first frame is resized (the output is a still image).
+//! - Animated GIF and WebP: with [`ResizeSpec::still`] (the default, and the legacy API's
+//!   behaviour) only the first frame is resized; otherwise, into GIF or WebP, every frame is
+//!   (`animation`), within [`MAX_ANIMATION_PIXELS`] and [`MAX_ANIMATION_OUTPUT_PIXELS`].
 //!   Frames are counted from headers (without decoding) and more than [`MAX_FRAMES`] is
 //!   rejected as [`ImagingError::TooLarge`].
 //! - WebP output is lossless through the `image` crate's encoder when
@@ -35,6 +38,7 @@
 //!   applies to each requested side and to each output side; `max_output_pixels` applies to
 //!   the requested box (when both sides are given) and to the output.
 
+mod animation;
 mod effects;
 mod format;
 mod geometry;
@@ -45,6 +49,7 @@ mod resize;
 #[cfg(test)]
 mod testdata;
 
+pub use animation::{MAX_ANIMATION_OUTPUT_PIXELS, MAX_ANIMATION_PIXELS};
 pub use effects::{Effects, MAX_BLUR, MAX_SHARPEN, Rgba8, parse_color};
 pub use format::{Format, sniff};
 pub use geometry::Gravity;

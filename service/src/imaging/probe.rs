@@ -7,8 +7,8 @@
 
 use super::{Format, ImagingError, Limits, sniff};
 
-/// Most frames an animated GIF or WebP may declare. Only the first frame is ever decoded, but
-/// a file with more frames than this is a bomb aimed at whoever renders it next.
+/// Most frames an animated GIF or WebP may declare: more is a bomb aimed at whoever renders it
+/// (sis itself decodes every frame only for animated `/v1` variants, within its own limits).
 pub const MAX_FRAMES: usize = 1000;
 
 /// What the headers say about an image.
@@ -30,6 +30,9 @@ pub(crate) struct Header {
     pub height: u32,
     /// EXIF orientation 1..=8 when the format's header told us (JPEG); 1 otherwise.
     pub exif_orientation: u8,
+    /// Frames counted from block headers (GIF image descriptors, WebP ANMF chunks); 1 for
+    /// still formats.
+    pub frames: usize,
 }
 
 impl Header {
@@ -61,15 +64,24 @@ pub fn probe(bytes: &[u8], limits: &Limits) -> Result<Probe, ImagingError> {
 pub(crate) fn read_header(bytes: &[u8], limits: &Limits) -> Result<Header, ImagingError> {
     let format = sniff(bytes).ok_or(ImagingError::Unsupported)?;
     let mut exif_orientation = 1;
+    let mut frames = 1;
     let (width, height) = match format {
         Format::Png => png_size(bytes)?,
-        Format::Gif => gif_size(bytes, limits)?,
+        Format::Gif => {
+            let (w, h, n) = gif_size(bytes, limits)?;
+            frames = n;
+            (w, h)
+        }
         Format::Jpeg => {
             let j = jpeg_info(bytes)?;
             exif_orientation = j.orientation;
             (j.width, j.height)
         }
-        Format::Webp => webp_size(bytes, limits)?,
+        Format::Webp => {
+            let (w, h, n) = webp_size(bytes, limits)?;
+            frames = n;
+            (w, h)
+        }
         Format::Bmp => bmp_size(bytes)?,
         Format::Tiff => tiff_size(bytes, limits)?,
         Format::Avif => avif_size(bytes)?,
@@ -85,6 +97,7 @@ pub(crate) fn read_header(bytes: &[u8], limits: &Limits) -> Result<Header, Imagi
         width,
         height,
         exif_orientation,
+        frames,
     })
 }
 
@@ -146,7 +159,7 @@ fn png_size(b: &[u8]) -> Result<(u32, u32), ImagingError> {
 /// GIF: the logical screen, then a walk over blocks (skipping LZW data, never decoding it) to
 /// check every frame and count them. A truncated tail after at least one complete frame
 /// header is tolerated (browsers show such files); no frame at all is corrupt.
-fn gif_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {
+fn gif_size(b: &[u8], limits: &Limits) -> Result<(u32, u32, usize), ImagingError> {
     let f = Format::Gif;
     let screen_w = le_u16(b, 6).ok_or_else(|| corrupt(f, "truncated header"))?;
     let screen_h = le_u16(b, 8).ok_or_else(|| corrupt(f, "truncated header"))?;
@@ -214,9 +227,9 @@ fn gif_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {
     };
     // Some encoders write a 0x0 logical screen; decoders then use the first frame's size.
     if screen_w == 0 || screen_h == 0 {
-        return Ok((u32::from(fw), u32::from(fh)));
+        return Ok((u32::from(fw), u32::from(fh), frames));
     }
-    Ok((u32::from(screen_w), u32::from(screen_h)))
+    Ok((u32::from(screen_w), u32::from(screen_h), frames))
 }
 
 pub(crate) struct JpegInfo {
@@ -373,7 +386,7 @@ fn avif_size(b: &[u8]) -> Result<(u32, u32), ImagingError> {
 
 /// WebP: RIFF container; the size comes from VP8X (canvas), VP8 (lossy) or VP8L (lossless).
 /// Animated files are walked chunk by chunk to count ANMF frames.
-fn webp_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {
+fn webp_size(b: &[u8], limits: &Limits) -> Result<(u32, u32, usize), ImagingError> {
     let f = Format::Webp;
     let bad = |what| corrupt(f, what);
     let fourcc = b.get(12..16).ok_or_else(|| bad("truncated header"))?;
@@ -386,24 +399,25 @@ fn webp_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {
             }
             let w = le_u16(b, data + 6).ok_or_else(|| bad("truncated VP8 header"))? & 0x3FFF;
             let h = le_u16(b, data + 8).ok_or_else(|| bad("truncated VP8 header"))? & 0x3FFF;
-            Ok((u32::from(w), u32::from(h)))
+            Ok((u32::from(w), u32::from(h), 1))
         }
         b"VP8L" => {
             if b.get(data) != Some(&0x2F) {
                 return Err(bad("bad VP8L signature"));
             }
             let bits = le_u32(b, data + 1).ok_or_else(|| bad("truncated VP8L header"))?;
-            Ok(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1))
+            Ok(((bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, 1))
         }
         b"VP8X" => {
             let flags = *b.get(data).ok_or_else(|| bad("truncated VP8X header"))?;
             let w = le_u24(b, data + 4).ok_or_else(|| bad("truncated VP8X header"))? + 1;
             let h = le_u24(b, data + 7).ok_or_else(|| bad("truncated VP8X header"))? + 1;
             check_input(w, h, limits)?;
+            let mut frames = 1usize;
             if flags & 0x02 != 0 {
                 // Animated: count ANMF chunks without touching their payloads.
                 let mut pos: usize = 12;
-                let mut frames = 0usize;
+                frames = 0;
                 while let (Some(tag), Some(len)) = (
                     b.get(pos..pos.saturating_add(4)),
                     le_u32(b, pos.saturating_add(4)),
@@ -422,8 +436,9 @@ fn webp_size(b: &[u8], limits: &Limits) -> Result<(u32, u32), ImagingError> {
                         .saturating_add(len)
                         .saturating_add(len & 1);
                 }
+                frames = frames.max(1);
             }
-            Ok((w, h))
+            Ok((w, h, frames))
         }
         _ => Err(bad("unknown first chunk")),
     }

@@ -6,7 +6,8 @@
 //!    source per side, the decoder's DCT scaling produces the image directly at 1/4 or 1/8
 //!    size (the smallest that still covers the output), so a 12 MP photo is never expanded to
 //!    full size for a thumbnail. (At 1/2 the full-size SIMD decode measured as fast.) At 1/8 a DC-only decoder (`jpeg_dc`) skips the AC coefficients altogether. Other formats (and JPEG at scale 1) decode through the `image` crate; GIF and
-//!    WebP animations yield their first frame only.
+//!    WebP animations yield their first frame unless every frame is asked for
+//!    ([`ResizeSpec::still`] `false`, see `animation`).
 //! 3. **Resize** with `fast_image_resize` (SIMD, Catmull-Rom, alpha-aware), cropping in the
 //!    same pass for [`Fit::Cover`].
 //! 4. **Orient**: EXIF rotation/flip is applied to the small result, not the big source.
@@ -129,16 +130,16 @@ pub struct Encoded {
 
 /// Output geometry in a given coordinate space.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct Plan {
+pub(super) struct Plan {
     /// Size of the scaled image (before padding).
-    width: u32,
-    height: u32,
+    pub(super) width: u32,
+    pub(super) height: u32,
     /// Source region (left, top, width, height) to scale into the output; `None` = all of it.
-    crop: Option<(f64, f64, f64, f64)>,
+    pub(super) crop: Option<(f64, f64, f64, f64)>,
     /// Padding canvas in displayed space (applied after orientation).
-    canvas: Option<(u32, u32)>,
+    pub(super) canvas: Option<(u32, u32)>,
     /// The crop's offset is chosen from the pixels after decoding ([`Gravity::Smart`]).
-    smart: bool,
+    pub(super) smart: bool,
 }
 
 impl Plan {
@@ -191,7 +192,12 @@ pub fn plan_output(
     plan(src_width, src_height, spec, limits).map(|p| (p.width, p.height))
 }
 
-fn plan(sw: u32, sh: u32, spec: &ResizeSpec, limits: &Limits) -> Result<Plan, ImagingError> {
+pub(super) fn plan(
+    sw: u32,
+    sh: u32,
+    spec: &ResizeSpec,
+    limits: &Limits,
+) -> Result<Plan, ImagingError> {
     for (name, side) in [("width", spec.width), ("height", spec.height)] {
         match side {
             Some(0) => return Err(ImagingError::InvalidParams(format!("{name} must be > 0"))),
@@ -366,15 +372,15 @@ pub fn resize_reference(
 }
 
 /// Decoded 8-bit pixels, tightly packed.
-struct Pixels {
-    data: Vec<u8>,
-    width: u32,
-    height: u32,
-    layout: Layout,
+pub(super) struct Pixels {
+    pub(super) data: Vec<u8>,
+    pub(super) width: u32,
+    pub(super) height: u32,
+    pub(super) layout: Layout,
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq)]
-enum Layout {
+pub(super) enum Layout {
     Gray,
     GrayAlpha,
     Rgb,
@@ -412,6 +418,13 @@ fn run(
     let out_format = spec
         .format
         .unwrap_or_else(|| header.format.default_output());
+    if !spec.still && header.frames > 1 && out_format.can_animate() {
+        let bytes = super::animation::resize_animation(bytes, &header, spec, limits, out_format)?;
+        return Ok(Encoded {
+            bytes: Bytes::from(bytes),
+            format: out_format,
+        });
+    }
 
     let (pixels, orientation, mut raw_plan) = if header.format == Format::Jpeg && shrink_on_load {
         decode_jpeg_scaled(bytes, &header, spec, limits)?
@@ -447,7 +460,12 @@ fn background_for(spec: &ResizeSpec, format: Format) -> Rgba8 {
 }
 
 /// Effects on the resized, oriented image: blur/sharpen, padding, then rotation and flips.
-fn finish(img: DynamicImage, plan: &Plan, spec: &ResizeSpec, format: Format) -> DynamicImage {
+pub(super) fn finish(
+    img: DynamicImage,
+    plan: &Plan,
+    spec: &ResizeSpec,
+    format: Format,
+) -> DynamicImage {
     let mut img = img;
     if !spec.effects.is_identity() {
         img = effects::filter(img, &spec.effects);
@@ -463,7 +481,7 @@ fn finish(img: DynamicImage, plan: &Plan, spec: &ResizeSpec, format: Format) -> 
 
 /// Moves a [`Gravity::Smart`] crop (stored space, full-size coordinates) to the window with the
 /// most edge energy in the decoded `pixels` (which may be DCT-reduced).
-fn place_smart(pixels: &Pixels, plan: Plan, stored_width: u32) -> Plan {
+pub(super) fn place_smart(pixels: &Pixels, plan: Plan, stored_width: u32) -> Plan {
     let Some((_, _, cw, ch)) = plan.crop else {
         return plan;
     };
@@ -529,7 +547,7 @@ pub(crate) fn decoder_limits(limits: &Limits) -> image::Limits {
     l
 }
 
-fn map_image_error(format: Format) -> impl Fn(image::ImageError) -> ImagingError {
+pub(super) fn map_image_error(format: Format) -> impl Fn(image::ImageError) -> ImagingError {
     move |e| match e {
         image::ImageError::Limits(e) => ImagingError::TooLarge(format!("{format}: {e}")),
         image::ImageError::Unsupported(e) => {
@@ -669,7 +687,11 @@ fn decode_jpeg_scaled(
 
 /// Scales (and crops) `src` to the plan with SIMD convolution. `stored_width` is the source's
 /// full stored width, to map crop coordinates onto a DCT-reduced decode.
-fn resize_pixels(src: Pixels, plan: &Plan, stored_width: u32) -> Result<Pixels, ImagingError> {
+pub(super) fn resize_pixels(
+    src: Pixels,
+    plan: &Plan,
+    stored_width: u32,
+) -> Result<Pixels, ImagingError> {
     let scale = f64::from(src.width) / f64::from(stored_width);
     if plan.crop.is_none() && (src.width, src.height) == (plan.width, plan.height) {
         return Ok(src);
@@ -819,7 +841,7 @@ fn encode(img: &DynamicImage, format: Format, spec: &ResizeSpec) -> Result<Vec<u
 const AVIF_SPEED: u8 = 8;
 
 /// Lossy WebP through libwebp (`webp` crate): `quality` 1..=100 as libwebp's `-q`.
-fn encode_webp_lossy(img: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
+pub(super) fn encode_webp_lossy(img: &DynamicImage, quality: u8) -> Result<Vec<u8>, ImagingError> {
     let (w, h) = (img.width(), img.height());
     if w > 16383 || h > 16383 {
         return Err(ImagingError::TooLarge(
