@@ -31,6 +31,10 @@ pub enum Error {
     InvalidMd5,
     #[error("invalid file name: {0}")]
     InvalidName(NameError),
+    /// The upload named a file with bytes that are not UTF-8: refused, never stored under
+    /// a changed name (a 400 on both APIs, unlike the legacy 413 for other bad names).
+    #[error("file name is not valid UTF-8; send it as UTF-8 (raw or percent-encoded)")]
+    NameNotUtf8,
     #[error("uploaded bytes do not match the md5 given")]
     Md5Mismatch,
     #[error("request body larger than 50 MiB")]
@@ -89,6 +93,7 @@ impl Error {
             Self::NotFound => "not-found",
             Self::InvalidMd5 => "invalid-md5",
             Self::InvalidName(_) => "invalid-name",
+            Self::NameNotUtf8 => "invalid-name-encoding",
             Self::Md5Mismatch => "md5-mismatch",
             Self::TooLarge => "payload-too-large",
             Self::UnsupportedMedia => "unsupported-media-type",
@@ -121,6 +126,7 @@ impl Error {
             | Self::Md5Mismatch
             | Self::BadRequest(_)
             | Self::InvalidParams(_)
+            | Self::NameNotUtf8
             | Self::InvalidName(_) => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMedia => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -351,6 +357,11 @@ mod tests {
                 LEGACY_BAD_NAME,
             ),
             (Error::BadMethod, 400, LEGACY_BAD_METHOD),
+            (
+                Error::NameNotUtf8,
+                400,
+                "file name is not valid UTF-8; send it as UTF-8 (raw or percent-encoded)",
+            ),
             (
                 Error::InsufficientStorage,
                 507,

@@ -127,6 +127,27 @@ fn decode_component(s: &str) -> Cow<'_, str> {
     )
 }
 
+/// The first value of `key` in a raw query string, decoded like [`query_pairs`] but
+/// strictly: `Err` when its bytes (after `%XX` decoding) are not UTF-8, so a name is
+/// refused rather than stored with replacement characters.
+pub(crate) fn query_get_utf8(query: Option<&str>, key: &str) -> Result<Option<String>, Error> {
+    let Some(q) = query else {
+        return Ok(None);
+    };
+    for p in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = p.split_once('=').unwrap_or((p, ""));
+        if decode_component(k) != key {
+            continue;
+        }
+        let plus = v.replace('+', " ");
+        return percent_encoding::percent_decode_str(&plus)
+            .decode_utf8()
+            .map(|v| Some(v.into_owned()))
+            .map_err(|_| Error::NameNotUtf8);
+    }
+    Ok(None)
+}
+
 /// The first value of `key`.
 pub(crate) fn query_get<'a, K: AsRef<str>, V: AsRef<str>>(
     pairs: &'a [(K, V)],
@@ -255,5 +276,14 @@ mod tests {
         let p = query_pairs(Some("file_name=%E6%B5%8B%E8%AF%952.png"));
         assert_eq!(query_get(&p, "file_name"), Some("测试2.png"));
         assert!(query_pairs(None).is_empty());
+        assert_eq!(
+            query_get_utf8(Some("a=1&name=%E6%B5%8B.png"), "name").unwrap(),
+            Some("测.png".into())
+        );
+        assert!(matches!(
+            query_get_utf8(Some("name=%FF%FE.jpg"), "name"),
+            Err(Error::NameNotUtf8)
+        ));
+        assert_eq!(query_get_utf8(Some("x=1"), "name").unwrap(), None);
     }
 }

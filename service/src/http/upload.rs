@@ -3,7 +3,9 @@
 //! `Content-Disposition` is parsed here from raw header bytes (not by multer) so all
 //! the ways clients send names work: raw UTF-8 in `filename="测试2.png"`,
 //! percent-encoded names, and RFC 5987 `filename*=UTF-8''%E6%B5%8B.png` (which wins
-//! over `filename`). Bodies are bounded by [`MAX_UPLOAD_BYTES`] while streaming.
+//! over `filename`). A file name whose bytes (raw, or after percent-decoding an RFC 5987
+//! value) are not UTF-8 is refused ([`Error::NameNotUtf8`]), never stored under a
+//! lossily changed name. Bodies are bounded by [`MAX_UPLOAD_BYTES`] while streaming.
 
 use axum::body::Body;
 use axum::http::{HeaderMap, header};
@@ -47,6 +49,9 @@ pub struct Part {
 pub struct Disposition {
     pub name: Option<String>,
     pub filename: Option<String>,
+    /// A `filename` or `filename*` whose bytes are not UTF-8 was given: the upload is
+    /// refused rather than stored under a changed name.
+    pub filename_not_utf8: bool,
 }
 
 /// Parses a `Content-Disposition` value given as raw bytes.
@@ -104,8 +109,15 @@ pub fn parse_disposition(raw: &[u8]) -> Disposition {
         }
         match key.as_str() {
             "name" => out.name = Some(String::from_utf8_lossy(&value).into_owned()),
-            "filename" => out.filename = Some(decode_maybe_percent(&value)),
-            "filename*" => ext_filename = decode_ext_value(&value),
+            "filename" => match decode_maybe_percent(&value) {
+                Some(f) => out.filename = Some(f),
+                None => out.filename_not_utf8 = true,
+            },
+            "filename*" => match decode_ext_value(&value) {
+                Some(Ok(f)) => ext_filename = Some(f),
+                Some(Err(NotUtf8)) => out.filename_not_utf8 = true,
+                None => {}
+            },
             _ => {}
         }
     }
@@ -115,16 +127,20 @@ pub fn parse_disposition(raw: &[u8]) -> Disposition {
     out
 }
 
-/// Raw UTF-8 as-is; `%XX` escapes decoded when the result is valid UTF-8.
-fn decode_maybe_percent(value: &[u8]) -> String {
-    let text = String::from_utf8_lossy(value).into_owned();
+/// Raw UTF-8 as-is; `%XX` escapes decoded when the result is valid UTF-8. `None` when
+/// the raw bytes are not UTF-8.
+fn decode_maybe_percent(value: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(value).ok()?.to_owned();
     if has_percent_escape(&text)
         && let Ok(decoded) = percent_encoding::percent_decode_str(&text).decode_utf8()
     {
-        return decoded.into_owned();
+        return Some(decoded.into_owned());
     }
-    text
+    Some(text)
 }
+
+/// A UTF-8 `filename*` decoded to bytes that are not UTF-8.
+struct NotUtf8;
 
 fn has_percent_escape(s: &str) -> bool {
     let b = s.as_bytes();
@@ -132,8 +148,9 @@ fn has_percent_escape(s: &str) -> bool {
         .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
 }
 
-/// RFC 5987 `charset'lang'pct-encoded`; UTF-8 and ISO-8859-1 charsets.
-fn decode_ext_value(value: &[u8]) -> Option<String> {
+/// RFC 5987 `charset'lang'pct-encoded`; UTF-8 and ISO-8859-1 charsets. `None` when it is
+/// not such a value (ignored), `Err` when a UTF-8 value's bytes are not UTF-8.
+fn decode_ext_value(value: &[u8]) -> Option<Result<String, NotUtf8>> {
     let text = String::from_utf8_lossy(value);
     let mut parts = text.splitn(3, '\'');
     let charset = parts.next()?.to_ascii_lowercase();
@@ -141,8 +158,8 @@ fn decode_ext_value(value: &[u8]) -> Option<String> {
     let encoded = parts.next()?;
     let bytes: Vec<u8> = percent_encoding::percent_decode_str(encoded).collect();
     match charset.as_str() {
-        "utf-8" | "" => String::from_utf8(bytes).ok(),
-        "iso-8859-1" => Some(bytes.iter().map(|&b| char::from(b)).collect()),
+        "utf-8" | "" => Some(String::from_utf8(bytes).map_err(|_| NotUtf8)),
+        "iso-8859-1" => Some(Ok(bytes.iter().map(|&b| char::from(b)).collect())),
         _ => None,
     }
 }
@@ -160,7 +177,8 @@ pub fn is_multipart(headers: &HeaderMap) -> bool {
 ///
 /// # Errors
 /// [`Error::TooLarge`] past the byte bound, [`Error::TooManyParts`] past the part bound;
-/// [`Error::BadRequest`] for a malformed body.
+/// [`Error::NameNotUtf8`] for a file name that is not UTF-8; [`Error::BadRequest`] for a
+/// malformed body.
 pub async fn read_multipart(
     headers: &HeaderMap,
     body: Body,
@@ -191,6 +209,9 @@ pub async fn read_multipart(
             .get(header::CONTENT_DISPOSITION)
             .map(|v| parse_disposition(v.as_bytes()))
             .unwrap_or_default();
+        if disp.filename_not_utf8 {
+            return Err(Error::NameNotUtf8);
+        }
         let bytes = field.bytes().await.map_err(multipart_error)?;
         parts.push(Part {
             field: disp.name,
@@ -294,6 +315,32 @@ mod tests {
     }
 
     #[test]
+    fn non_utf8_names_are_flagged_not_changed() {
+        let raw = parse_disposition(b"form-data; name=\"f\"; filename=\"\xff\xfe.jpg\"");
+        assert!(raw.filename_not_utf8);
+        assert_eq!(raw.filename, None);
+        let ext = d("form-data; filename=\"ok.jpg\"; filename*=UTF-8''%FF%FE.jpg");
+        assert!(ext.filename_not_utf8);
+        // Latin-1 is a charset with every byte valid: decoded, not refused.
+        let latin = d("form-data; filename*=iso-8859-1''%E9.jpg");
+        assert_eq!(latin.filename.as_deref(), Some("\u{e9}.jpg"));
+        assert!(!latin.filename_not_utf8);
+    }
+
+    #[tokio::test]
+    #[allow(clippy::unwrap_used)]
+    async fn multipart_with_non_utf8_name_is_refused() {
+        let body = b"--X\r\nContent-Disposition: form-data; name=\"f\"; filename=\"\xff\xfe.jpg\"\r\n\r\nv\r\n--X--\r\n".to_vec();
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONTENT_TYPE,
+            "multipart/form-data; boundary=X".parse().unwrap(),
+        );
+        let r = read_multipart(&h, Body::from(body), 5).await;
+        assert!(matches!(r, Err(Error::NameNotUtf8)), "{r:?}");
+    }
+
+    #[test]
     fn quoting_and_unquoted() {
         let v = d(r#"form-data; name="d41d8cd98f00b204e9800998ecf8427e"; filename="a\"b.png""#);
         assert_eq!(v.name.as_deref(), Some("d41d8cd98f00b204e9800998ecf8427e"));
@@ -305,6 +352,7 @@ mod tests {
         assert_eq!(v.name.as_deref(), Some("x; y"));
         assert_eq!(v.filename.as_deref(), Some("semi;colon.png"));
         assert_eq!(d("form-data; name=\"only\"").filename, None);
+        assert!(!d("form-data; name=\"only\"").filename_not_utf8);
         // Traversal attempts come through verbatim; name validation refuses them.
         assert_eq!(
             d(r#"form-data; filename="../../etc/passwd""#)

@@ -18,7 +18,7 @@ use crate::state::AppState;
 use crate::store::{FileName, Md5Hex};
 
 use super::upload::{Part, is_multipart, read_raw};
-use super::{ImagePath, admit_upload_body, authorize, params, query_get, query_pairs, serve};
+use super::{ImagePath, admit_upload_body, authorize, params, query_pairs, serve};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -57,7 +57,6 @@ async fn upload(State(state): State<AppState>, req: Request) -> Response {
 async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Response> {
     let fail = |e: Error| Failure::v1(e).into_response();
     let uri = req.uri().clone();
-    let pairs = query_pairs(uri.query());
     let parts = if is_multipart(req.headers()) {
         super::legacy::read_upload(state, req, Failure::v1).await?
     } else {
@@ -67,8 +66,8 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
         let bytes = read_raw(body)
             .await
             .map_err(|e| super::legacy::close_if_too_large(&e, fail(e.clone())))?;
-        let name = match query_get(&pairs, "name") {
-            Some(n) => n.to_owned(),
+        let name = match super::query_get_utf8(uri.query(), "name").map_err(fail)? {
+            Some(n) => n,
             None => {
                 let ext = imaging::sniff(&bytes)
                     .map(|f| f.extension())
