@@ -10,7 +10,7 @@
 //!
 //! Writes: the blob first (`If-None-Match: *`, or a multipart upload above a threshold),
 //! then the name (`If-None-Match: *`): a crash in between leaves an unreachable blob,
-//! never a name without content. Deletes log the change first, then remove names, then
+//! never a name without content. A read fetches the blob and checks the name side by side. Deletes log the change first, then remove names, then
 //! the blob once no name refers to it. Every call is bounded by the client's timeout.
 
 use std::collections::BTreeSet;
@@ -341,20 +341,12 @@ impl ImageStore for S3Store {
         name: FileName,
         bytes: Bytes,
     ) -> Result<PutOutcome, StoreError> {
-        let name_key = self.name_key(&md5, &name);
-        if self.head_size(&name_key).await?.is_some() {
-            return match self.head_size(&self.blob_key(&md5)).await? {
-                Some(size) if size == bytes.len() as u64 => Ok(PutOutcome::Exists),
-                Some(_) => Err(StoreError::Conflict),
-                // A name whose blob went away (a delete raced an upload): heal it.
-                None => {
-                    self.put_blob(&md5, &bytes).await?;
-                    Ok(PutOutcome::Exists)
-                }
-            };
-        }
+        // A new image costs two requests: the blob and the name, both create-only.
         let new_bytes = self.put_blob(&md5, &bytes).await?;
-        if !self.create(&name_key, PutPayload::new()).await? {
+        if !self
+            .create(&self.name_key(&md5, &name), PutPayload::new())
+            .await?
+        {
             return Ok(PutOutcome::Exists);
         }
         if new_bytes == 0 && self.head_size(&self.blob_key(&md5)).await?.is_none() {
@@ -369,21 +361,32 @@ impl ImageStore for S3Store {
         md5: &Md5Hex,
         name: Option<&FileName>,
     ) -> Result<Option<Object>, StoreError> {
-        let (name, stored) = match name {
-            Some(n) => match self.client.head(&self.name_key(md5, n)).await {
-                Ok(meta) => (n.clone(), SystemTime::from(meta.last_modified)),
-                Err(object_store::Error::NotFound { .. }) => return Ok(None),
-                Err(e) => return Err(map_err(e)),
-            },
-            None => match self.name_infos(md5).await?.into_iter().next() {
-                Some(info) => (info.name, info.stored),
-                None => return Ok(None),
-            },
+        // The name's existence (and time) and the blob, read side by side.
+        let blob = async {
+            match self.client.get(&self.blob_key(md5)).await {
+                Ok(r) => r.bytes().await.map(Some).map_err(map_err),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(map_err(e)),
+            }
         };
-        let bytes = match self.client.get(&self.blob_key(md5)).await {
-            Ok(r) => r.bytes().await.map_err(map_err)?,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(map_err(e)),
+        let named = async {
+            match name {
+                Some(n) => match self.client.head(&self.name_key(md5, n)).await {
+                    Ok(meta) => Ok(Some((n.clone(), SystemTime::from(meta.last_modified)))),
+                    Err(object_store::Error::NotFound { .. }) => Ok(None),
+                    Err(e) => Err(map_err(e)),
+                },
+                None => Ok(self
+                    .name_infos(md5)
+                    .await?
+                    .into_iter()
+                    .next()
+                    .map(|info| (info.name, info.stored))),
+            }
+        };
+        let (blob, named) = tokio::join!(blob, named);
+        let (Some((name, stored)), Some(bytes)) = (named?, blob?) else {
+            return Ok(None);
         };
         Ok(Some(Object {
             name,
