@@ -2,10 +2,16 @@
 //! them to a kube-rs `Controller` behind leader election.
 //!
 //! A reconcile is a pipeline, one module per step:
-//! [`validate`](crate::validate) (pure) → [`build`](crate::build) (pure) →
+//! [`validate`](crate::validate) (pure) → [`dereference`](crate::dereference) (reads the
+//! Secrets' values into hashes) → [`build`](crate::build) (pure) → a storage-switch check →
 //! [`apply`](crate::apply) (server-side apply) → [`status`](crate::status).
-//! An invalid spec stops after `validate` with a `Degraded` condition and waits for the next
-//! change; a failing apply returns an [`Error`] and is retried with exponential backoff.
+//! An invalid spec stops after `validate`, a volume ↔ S3 switch before `apply`, each with a
+//! `Degraded` condition, and waits for the next change; a failing apply returns an [`Error`]
+//! and is retried with exponential backoff.
+//!
+//! Besides SisClusters the controller watches what they own (workloads, Services, and the HPA
+//! and budgets under the served versions) and Secrets (metadata only), mapping a Secret to the
+//! SisClusters that name it.
 //!
 //! Children are tied to their SisCluster by a controller owner reference, so deleting it lets
 //! the garbage collector remove them: no finalizer is needed. The server's PVC has no owner
@@ -21,7 +27,7 @@ use k8s_openapi::api::apps::v1::{Deployment, StatefulSet};
 use k8s_openapi::api::core::v1::{ObjectReference, Secret, Service};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject};
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -310,6 +316,8 @@ pub struct RunConfig {
     pub lease: Option<LeaseConfig>,
     /// Identity used in events when leader election is off.
     pub identity: String,
+    /// Served HPA/PodDisruptionBudget versions; [`run`] discovers them (leave `None`).
+    pub versions: Option<ApiVersions>,
 }
 
 /// Flags the HTTP server reports.
@@ -334,6 +342,16 @@ pub async fn run(
 ) -> Result<(), kube::Error> {
     let version = client.apiserver_version().await?;
     tracing::info!(apiserver = %version.git_version, "connected to the apiserver");
+    let versions = ApiVersions::from_groups(&client.list_api_groups().await?);
+    tracing::info!(
+        autoscaler = %versions.autoscaler.api_version,
+        disruption_budget = %versions.disruption_budget.api_version,
+        "served versions"
+    );
+    let config = RunConfig {
+        versions: Some(versions),
+        ..config
+    };
     health.ready.store(true, Ordering::SeqCst);
     match config.lease.clone() {
         None => {
@@ -465,12 +483,16 @@ fn run_controller(
     // Only our children matter; the label keeps the watch caches small.
     let owned =
         watcher::Config::default().labels(&format!("app.kubernetes.io/managed-by={MANAGED_BY}"));
-    let ctx = Arc::new(Context::new(
+    let mut context = Context::new(
         client,
         config.defaults.clone(),
         metrics,
         config.identity.clone(),
-    ));
+    );
+    if let Some(versions) = &config.versions {
+        context.versions = tokio::sync::OnceCell::from(versions.clone());
+    }
+    let ctx = Arc::new(context);
     let secrets = match &config.watch_namespace {
         Some(ns) => Api::<PartialObjectMeta<Secret>>::namespaced(ctx.client.clone(), ns),
         None => Api::<PartialObjectMeta<Secret>>::all(ctx.client.clone()),
@@ -479,10 +501,22 @@ fn run_controller(
     let store = controller.store();
     // A Secret's new value must roll the pods that read it (dereference.rs): any change to a
     // Secret (metadata watch: no values cached here) reconciles the SisClusters naming it.
-    let controller = controller
+    let mut controller = controller
         .owns(deployments, owned.clone())
         .owns(statefulsets, owned.clone())
-        .owns(services, owned)
+        .owns(services, owned.clone());
+    // The HPA and the budgets too, under the served versions: a deleted or edited one is
+    // restored at once rather than at the next resync.
+    if let Some(versions) = &config.versions {
+        for resource in [&versions.autoscaler, &versions.disruption_budget] {
+            let api = match &config.watch_namespace {
+                Some(ns) => Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, resource),
+                None => Api::<DynamicObject>::all_with(ctx.client.clone(), resource),
+            };
+            controller = controller.owns_with(api, resource.clone(), owned.clone());
+        }
+    }
+    let controller = controller
         .watches(secrets, watcher::Config::default(), move |secret| {
             let namespace = secret.metadata.namespace.clone();
             let name = secret.metadata.name.clone().unwrap_or_default();

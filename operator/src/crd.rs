@@ -652,9 +652,33 @@ pub fn crd() -> CustomResourceDefinition {
         };
         if let Some(spec) = schema.properties.as_mut().and_then(|p| p.get_mut("spec")) {
             fix_schema(spec);
+            for path in EXPLAINED_OBJECTS {
+                if let Some(node) = node_at(spec, path) {
+                    node.nullable = None;
+                }
+            }
         }
     }
     crd
+}
+
+/// Optional objects whose fields `kubectl explain` must list. A 1.20 apiserver publishes a
+/// `nullable` property to OpenAPI v2 as an empty schema (`<>`, no fields), so these are not
+/// `nullable`: to turn one off, remove the key (or set `enabled: false`), do not send `null`.
+const EXPLAINED_OBJECTS: &[&[&str]] = &[
+    &["agent", "autoscaling"],
+    &["agent", "affinity"],
+    &["server", "affinity"],
+    &["server", "storage", "s3"],
+    &["server", "storage", "s3", "credentialsSecret"],
+];
+
+fn node_at<'a>(schema: &'a mut JSONSchemaProps, path: &[&str]) -> Option<&'a mut JSONSchemaProps> {
+    let mut node = schema;
+    for key in path {
+        node = node.properties.as_mut()?.get_mut(*key)?;
+    }
+    Some(node)
 }
 
 /// Adjust a generated schema (the `spec` subtree) to what a 1.20 apiserver validates as meant:
@@ -817,6 +841,12 @@ mod tests {
             "string"
         );
         assert!(agent_props["affinity"]["properties"]["podAntiAffinity"].is_object());
+        for explained in [&agent_props["autoscaling"], &agent_props["affinity"], s3] {
+            assert!(
+                explained.get("nullable").is_none(),
+                "kubectl explain on 1.20"
+            );
+        }
         assert_eq!(
             agent_props["topologySpreadConstraints"]["items"]["required"],
             json!(["maxSkew", "topologyKey", "whenUnsatisfiable"])

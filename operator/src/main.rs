@@ -11,8 +11,9 @@
 //!   (a PATCH; create is for the first apply of a missing object)
 //! - `""` (core) `services`: get, list, watch, create, patch, delete — same; delete only to
 //!   re-create the server Service when it must change between headless and ClusterIP
-//! - `autoscaling` `horizontalpodautoscalers`, `policy` `poddisruptionbudgets`: get, create,
-//!   patch, delete — the agents' HPA and the budgets (deleted when the spec turns them off)
+//! - `autoscaling` `horizontalpodautoscalers`, `policy` `poddisruptionbudgets`: get, list,
+//!   watch, create, patch, delete — the agents' HPA and the budgets: watched (owned), deleted
+//!   when the spec turns them off
 //! - `""` (core) `secrets`: get, list, watch — hashes of the values the pods read (token, S3
 //!   keys) so that a new value rolls the pods; the watch is metadata-only
 //! - `events.k8s.io` `events`: create, patch — the event recorder (patch updates a series)
@@ -207,6 +208,7 @@ async fn serve(args: RunArgs) -> ExitCode {
         watch_namespace: args.watch_namespace.clone(),
         lease,
         identity,
+        versions: None,
     };
     let result = controller::run(client, config, metrics, health, shutdown.clone()).await;
     shutdown.cancel();

@@ -940,6 +940,31 @@ async fn k8s_9_scale_autoscale_and_disruption_budgets() {
     );
     assert_eq!(pdb.owner_references()[0].kind, "SisCluster");
     assert!(pdbs.get_opt("photos-server").await.unwrap().is_none());
+    // Owned: deleted by hand, it is back at once (not at the 5-minute resync).
+    let uid = pdb.uid().unwrap();
+    pdbs.delete("photos-agent", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait("agent PDB re-created", Duration::from_secs(20), || async {
+        let again = pdbs.get_opt("photos-agent").await.ok()??;
+        (again.uid() != Some(uid.clone())).then_some(())
+    })
+    .await;
+
+    // The new fields are documented where users look: `kubectl explain`.
+    let explain = kubectl(&ns, &["explain", "sis.spec.agent.autoscaling"]);
+    for field in [
+        "enabled",
+        "minReplicas",
+        "maxReplicas",
+        "targetCPUUtilizationPercentage",
+    ] {
+        assert!(explain.contains(field), "{field} in {explain}");
+    }
+    let explain = kubectl(&ns, &["explain", "sis.spec.server.storage.s3"]);
+    for field in ["bucket", "pathStyle", "credentialsSecret", "endpoint"] {
+        assert!(explain.contains(field), "{field} in {explain}");
+    }
 
     // `kubectl scale` through the SisCluster's scale subresource.
     ns.wait_for_photos("status.agent.selector", Duration::from_secs(30), |c| {

@@ -72,7 +72,6 @@ pub(crate) fn close_if_too_large(e: &Error, mut resp: Response) -> Response {
     resp
 }
 
-
 async fn up(State(state): State<AppState>, req: Request) -> Response {
     let parts = match read_upload(&state, req, Failure::legacy).await {
         Ok(p) => p,

@@ -11,8 +11,8 @@ use percent_encoding::utf8_percent_encode;
 use serde::Serialize;
 
 use crate::error::{Error, Failure};
-use crate::images::{self, Checked};
 use crate::id::URL_COMPONENT;
+use crate::images::{self, Checked};
 use crate::imaging;
 use crate::state::AppState;
 use crate::store::{FileName, Md5Hex};
@@ -106,9 +106,7 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
             bytes: part.bytes,
         });
     }
-    images::store_all(state, &items)
-        .await
-        .map_err(fail)?;
+    images::store_all(state, &items).await.map_err(fail)?;
     let images: Vec<Uploaded> = items
         .iter()
         .zip(probes)
