@@ -515,3 +515,73 @@ async fn animations_over_the_limit_are_a_clear_422() {
     let r = get(&srv, &format!("/v1/images/{m}?w=50"), &[]).await;
     assert_eq!(frames_of(&r.body).0.len(), 40);
 }
+
+/// A JPEG of `img` with a hand-built EXIF APP1 saying `orientation`.
+fn jpeg_with_orientation(img: &DynamicImage, orientation: u16) -> Vec<u8> {
+    let jpeg = encode(img, ImageFormat::Jpeg);
+    let mut tiff = b"II*\0".to_vec();
+    tiff.extend_from_slice(&8u32.to_le_bytes());
+    tiff.extend_from_slice(&1u16.to_le_bytes());
+    tiff.extend_from_slice(&0x0112u16.to_le_bytes());
+    tiff.extend_from_slice(&3u16.to_le_bytes());
+    tiff.extend_from_slice(&1u32.to_le_bytes());
+    tiff.extend_from_slice(&orientation.to_le_bytes());
+    tiff.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    let mut app1 = b"Exif\0\0".to_vec();
+    app1.extend_from_slice(&tiff);
+    let mut out = jpeg[..2].to_vec();
+    out.extend_from_slice(&[0xFF, 0xE1]);
+    out.extend_from_slice(&u16::try_from(app1.len() + 2).unwrap().to_be_bytes());
+    out.extend_from_slice(&app1);
+    out.extend_from_slice(&jpeg[2..]);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_exif_orientation_displays_upright_in_every_format() {
+    let srv = Server::start(&[]);
+    // Displayed 120x60: red | green on top, blue | white below.
+    let displayed =
+        DynamicImage::ImageRgb8(RgbImage::from_fn(120, 60, |x, y| match (x < 60, y < 30) {
+            (true, true) => Rgb([255, 0, 0]),
+            (false, true) => Rgb([0, 255, 0]),
+            (true, false) => Rgb([0, 0, 255]),
+            (false, false) => Rgb([255, 255, 255]),
+        }));
+    for o in 1..=8u16 {
+        let stored = match o {
+            2 => displayed.fliph(),
+            3 => displayed.rotate180(),
+            4 => displayed.flipv(),
+            5 => displayed.rotate90().fliph(),
+            6 => displayed.rotate270(),
+            7 => displayed.rotate270().fliph(),
+            8 => displayed.rotate90(),
+            _ => displayed.clone(),
+        };
+        let m = upload(
+            &srv,
+            &format!("o{o}.jpg"),
+            jpeg_with_orientation(&stored, o),
+        )
+        .await;
+        for format in ["jpeg", "png", "gif", "webp", "avif"] {
+            let r = get(&srv, &format!("/v1/images/{m}?w=60&format={format}"), &[]).await;
+            assert_eq!(r.status, StatusCode::OK, "{o} {format}");
+            if format == "avif" {
+                let p = sis::imaging::probe(&r.body, &sis::imaging::Limits::default()).unwrap();
+                assert_eq!((p.width, p.height), (60, 30), "{o} avif");
+                continue;
+            }
+            let img = r.image();
+            assert_eq!((img.width(), img.height()), (60, 30), "{o} {format}");
+            assert_eq!(dominant(px(&img, 15, 7)), 0, "{o} {format} top-left");
+            assert_eq!(dominant(px(&img, 45, 7)), 1, "{o} {format} top-right");
+            assert_eq!(dominant(px(&img, 15, 22)), 2, "{o} {format} bottom-left");
+            assert!(
+                px(&img, 45, 22)[..3].iter().all(|&c| c > 200),
+                "{o} {format}"
+            );
+        }
+    }
+}

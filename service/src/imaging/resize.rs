@@ -1603,6 +1603,83 @@ mod tests {
         assert!(matches!(r, Err(ImagingError::Unsupported)), "{r:?}");
     }
 
+    /// 160x80 displayed: quadrants red (top-left), green (top-right), blue (bottom-left),
+    /// white (bottom-right): every one of the eight orientations tells apart.
+    fn quadrants() -> DynamicImage {
+        DynamicImage::ImageRgb8(image::RgbImage::from_fn(160, 80, |x, y| {
+            match (x < 80, y < 40) {
+                (true, true) => image::Rgb([255, 0, 0]),
+                (false, true) => image::Rgb([0, 255, 0]),
+                (true, false) => image::Rgb([0, 0, 255]),
+                (false, false) => image::Rgb([255, 255, 255]),
+            }
+        }))
+    }
+
+    /// The stored image that EXIF orientation `o` displays as `displayed`.
+    fn stored_for(displayed: &DynamicImage, o: u8) -> DynamicImage {
+        match o {
+            2 => displayed.fliph(),
+            3 => displayed.rotate180(),
+            4 => displayed.flipv(),
+            5 => displayed.rotate90().fliph(),
+            6 => displayed.rotate270(),
+            7 => displayed.rotate270().fliph(),
+            8 => displayed.rotate90(),
+            _ => displayed.clone(),
+        }
+    }
+
+    #[test]
+    fn all_eight_orientations_on_every_output_format() {
+        let displayed = quadrants();
+        let outputs = [
+            (Format::Jpeg, true),
+            (Format::Png, true),
+            (Format::Gif, true),
+            (Format::Webp, true),
+            (Format::Webp, false),
+            (Format::Avif, false),
+        ];
+        for o in 1..=8u8 {
+            let jpeg = testdata::jpeg_with_orientation(&stored_for(&displayed, o), u16::from(o));
+            // The header already reports displayed dimensions.
+            let p = probe(&jpeg, &Limits::default()).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!((p.width, p.height), (160, 80), "orientation {o}");
+            for (format, lossless) in outputs {
+                for (target, shrink) in [(80, true), (160, false)] {
+                    let s = ResizeSpec {
+                        format: Some(format),
+                        lossless,
+                        ..spec(Some(target), None, Fit::Contain)
+                    };
+                    let out = if shrink {
+                        ok(&jpeg, &s)
+                    } else {
+                        resize_reference(&jpeg, &s, &Limits::default())
+                            .unwrap_or_else(|e| panic!("{e}"))
+                    };
+                    let what =
+                        format!("orientation {o} -> {format} (lossless {lossless}) w={target}");
+                    assert_eq!(dims(&out), (target, target / 2), "{what}");
+                    if format == Format::Avif {
+                        continue; // no AV1 decoder to look at the pixels (see Format::can_decode)
+                    }
+                    let (w, h) = (target, target / 2);
+                    for ((x, y), want) in [
+                        ((w / 4, h / 4), 0usize),
+                        ((3 * w / 4, h / 4), 1),
+                        ((w / 4, 3 * h / 4), 2),
+                    ] {
+                        assert_eq!(dominant(rgb_at(&out, x, y)), want, "{what} at ({x},{y})");
+                    }
+                    let white = rgb_at(&out, 3 * w / 4, 3 * h / 4);
+                    assert!(white.iter().all(|&c| c > 200), "{what}: {white:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn crops_map_to_stored_space_for_every_orientation() {
         let plan = Plan {
