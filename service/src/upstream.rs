@@ -21,8 +21,8 @@ use crate::id::{FileName, Md5Hex, URL_COMPONENT};
 use crate::metrics::Metrics;
 use crate::store::{Health, ImageStore, NameInfo, Object, PutOutcome, StoreError};
 use crate::wire::{
-    Changes, DeleteReply, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, UpstreamError,
-    from_millis,
+    Changes, DeleteReply, ListEntry, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply,
+    UpstreamError, from_millis,
 };
 
 /// How long an idle pooled connection to the server is kept (see `Upstream::new`).
@@ -422,6 +422,43 @@ impl Upstream {
         Ok((reply.removed, reply.freed))
     }
 
+    /// Up to `limit` stored (md5, name) after `after`, in the server's key order.
+    ///
+    /// # Errors
+    /// Unreachable, timeout, bad answer.
+    pub async fn list(
+        &self,
+        after: Option<&(Md5Hex, FileName)>,
+        limit: usize,
+    ) -> Result<Vec<(Md5Hex, NameInfo)>, UpstreamError> {
+        let mut path = format!("/internal/v1/list?limit={limit}");
+        if let Some((m, n)) = after {
+            path.push_str("&after=");
+            path.push_str(&crate::http::list::encode_cursor(m, n));
+        }
+        let r = self.call("list", Method::GET, &path, None, None).await?;
+        if r.status == StatusCode::NOT_FOUND {
+            return Err(UpstreamError::Protocol(
+                "the server has no listing (an older sis server?)".into(),
+            ));
+        }
+        let list: Vec<ListEntry> = Self::json(&r.body)?;
+        list.into_iter()
+            .map(|e| {
+                let bad = |what: &str| UpstreamError::Protocol(format!("bad {what} in a listing"));
+                Ok((
+                    Md5Hex::parse(&e.md5).ok_or_else(|| bad("md5"))?,
+                    NameInfo {
+                        name: FileName::parse(&e.name).map_err(|_| bad("name"))?,
+                        size: e.size,
+                        stored: from_millis(e.stored_ms),
+                        inode: e.inode,
+                    },
+                ))
+            })
+            .collect()
+    }
+
     /// The server's change feed after `since` (no retries: the poller polls again).
     ///
     /// # Errors
@@ -504,12 +541,10 @@ impl ImageStore for Upstream {
 
     async fn list(
         &self,
-        _after: Option<&(Md5Hex, FileName)>,
-        _limit: usize,
+        after: Option<&(Md5Hex, FileName)>,
+        limit: usize,
     ) -> Result<Vec<(Md5Hex, NameInfo)>, StoreError> {
-        Err(StoreError::Backend(
-            "listing is not part of the internal API".into(),
-        ))
+        Ok(Upstream::list(self, after, limit).await?)
     }
 }
 

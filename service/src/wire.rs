@@ -72,6 +72,16 @@ pub struct NameReply {
     pub inode: u64,
 }
 
+/// One entry of `GET /internal/v1/list`: a stored (MD5, name) with its facts.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ListEntry {
+    pub md5: String,
+    pub name: String,
+    pub size: u64,
+    pub stored_ms: u64,
+    pub inode: u64,
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DeleteReply {
     pub removed: usize,

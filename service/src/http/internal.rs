@@ -13,6 +13,10 @@
 //! - `DELETE /internal/v1/objects/{md5}[/{name}]`: `{"removed","freed"}` (404 when
 //!   nothing matched); recorded in the change feed.
 //! - `GET /internal/v1/changes[?since=SEQ]`: the change feed ([`crate::feed`]).
+//! - `GET /internal/v1/list?limit=N[&after=CURSOR]`: up to N (≤ 1000) stored (MD5, name)
+//!   after the key in `CURSOR` (see [`super::list::encode_cursor`]), in the store's key
+//!   order: `[{"md5","name","size","stored_ms","inode"}]` — the agent's
+//!   [`crate::store::ImageStore::list`].
 //!
 //! Errors are `/v1` JSON, so the agent can map the `code` back.
 
@@ -29,7 +33,9 @@ use crate::id::{FileName, Md5Hex, URL_COMPONENT};
 use crate::images;
 use crate::state::AppState;
 use crate::store::PutOutcome;
-use crate::wire::{DeleteReply, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, to_millis};
+use crate::wire::{
+    DeleteReply, ListEntry, MODIFIED_HEADER, NAME_HEADER, NameReply, PutReply, to_millis,
+};
 
 use super::upload::read_raw;
 use super::{ImagePath, admit_upload_body, authorize, query_get, query_pairs};
@@ -43,6 +49,7 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/internal/v1/names/{md5}", get(names))
         .route("/internal/v1/changes", get(changes))
+        .route("/internal/v1/list", get(list))
 }
 
 fn md5(s: &str) -> Result<Md5Hex, Error> {
@@ -189,4 +196,39 @@ async fn changes(
     };
     let feed = state.role.feed().ok_or(Error::NotFound)?;
     Ok(Json(feed.since(since)).into_response())
+}
+
+async fn list(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> Result<Response, Failure> {
+    authorize(&state, &headers)?;
+    let pairs = query_pairs(uri.query());
+    let limit = query_get(&pairs, "limit")
+        .and_then(|l| l.parse::<usize>().ok())
+        .filter(|l| (1..=super::list::MAX_LIMIT + 1).contains(l))
+        .ok_or_else(|| Error::InvalidParams("limit: want 1..=1001".into()))?;
+    let after = match query_get(&pairs, "after") {
+        None | Some("") => None,
+        Some(c) => Some(
+            super::list::decode_cursor(c)
+                .ok_or_else(|| Error::InvalidParams("after: not a cursor".into()))?,
+        ),
+    };
+    let entries: Vec<ListEntry> = state
+        .store
+        .list(after.as_ref(), limit)
+        .await
+        .map_err(Error::from)?
+        .into_iter()
+        .map(|(md5, n)| ListEntry {
+            md5: md5.to_string(),
+            name: n.name.as_str().to_owned(),
+            size: n.size,
+            stored_ms: to_millis(n.stored),
+            inode: n.inode,
+        })
+        .collect();
+    Ok(Json(entries).into_response())
 }

@@ -7,6 +7,7 @@ mod edge;
 mod health;
 pub mod internal;
 mod legacy;
+pub mod list;
 mod page;
 pub mod params;
 mod serve;

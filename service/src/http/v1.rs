@@ -22,7 +22,10 @@ use super::{ImagePath, admit_upload_body, authorize, params, query_pairs, serve}
 
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/v1/images", axum::routing::post(upload))
+        .route(
+            "/v1/images",
+            axum::routing::post(upload).get(super::list::list),
+        )
         .route("/v1/images/{md5}", get(read).delete(remove))
         .route("/v1/images/{md5}/meta", get(meta))
         .route("/v1/images/{md5}/{name}", get(read).delete(remove))
