@@ -1,8 +1,13 @@
 #!/usr/bin/env python3
 """Write the URL lists the wrk scripts use, and load the corpus into sis.
 
-  prepare.py peers --corpus DIR --out DIR [--n2 N --n12 N]
-      nginx_*.txt and thumbor_*.txt: path templates ({W}/{H} placeholders).
+  prepare.py peers --corpus DIR --out DIR
+      nginx_*.txt and thumbor_*.txt: path templates ({W}/{H} placeholders), one per size class.
+      Every target fits the image inside the W x H box, keeping its aspect ratio: nginx
+      `image_filter resize`, thumbor `fit-in/WxH` (the form whose resize runs on a lazily
+      loaded image, so PIL's draft mode picks libjpeg-turbo's scaled IDCT; thumbor's
+      crop-to-fill form crops first, which loads the whole image at full scale whenever the
+      box's aspect differs from the photo's), sis `fit=contain`.
   prepare.py sis --base http://127.0.0.1:P --corpus DIR --out DIR [--prefix sis]
       uploads every corpus image with the legacy multipart `POST /up` (a few files
       per request), checks that each returned MD5 is the MD5 of the bytes sent, picks
@@ -30,13 +35,15 @@ def write(out, name, lines):
         f.write("\n".join(lines) + "\n")
 
 
+CLASSES = ("p03", "p1", "p2", "p12", "p24")
+
+
 def peers(a):
-    p2 = corpus_files(a.corpus, "p2", a.n2)
-    p12 = corpus_files(a.corpus, "p12", a.n12)
-    p03 = corpus_files(a.corpus, "p03", 0)
-    for tag, names in (("p03", p03), ("p2", p2), ("p12", p12)):
+    for tag in CLASSES:
+        names = corpus_files(a.corpus, tag, 0)
         write(a.out, f"nginx_{tag}.txt", [f"/resize/{n}?w={{W}}&h={{H}}" for n in names])
-        write(a.out, f"thumbor_{tag}.txt", [f"/unsafe/{{W}}x{{H}}/{n}" for n in names])
+        write(a.out, f"thumbor_{tag}.txt", [f"/unsafe/fit-in/{{W}}x{{H}}/{n}" for n in names])
+        write(a.out, f"files_{tag}.txt", [os.path.join(a.corpus, n) for n in names])
 
 
 def upload(conn, corpus, batch):
@@ -62,14 +69,20 @@ def upload(conn, corpus, batch):
 def sis(a):
     u = urllib.parse.urlsplit(a.base)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-    names = [n for p in ("p03", "p2", "p12", "png", "gif") for n in corpus_files(a.corpus, p, 0)]
-    keep = set(corpus_files(a.corpus, "p2", a.n2) + corpus_files(a.corpus, "p12", a.n12)
-               + corpus_files(a.corpus, "p03", 0) + corpus_files(a.corpus, "png", 0)
-               + corpus_files(a.corpus, "gif", 0))
-    names = [n for n in names if n in keep]
+    names = [n for p in CLASSES + ("png", "gif") for n in corpus_files(a.corpus, p, 0)]
+    # batches of up to 8 files and 24 MB (24 MP originals are ~10 MB each)
+    batches, cur, size = [], [], 0
+    for n in names:
+        sz = os.path.getsize(os.path.join(a.corpus, n))
+        if cur and (len(cur) == 8 or size + sz > 24_000_000):
+            batches.append(cur)
+            cur, size = [], 0
+        cur.append(n)
+        size += sz
+    if cur:
+        batches.append(cur)
     md5 = {}
-    for i in range(0, len(names), 8):
-        batch = names[i:i + 8]
+    for batch in batches:
         got = upload(conn, a.corpus, batch)
         if len(got) != len(batch):
             raise SystemExit(f"sis upload: {len(batch)} files sent, {len(got)} answers")
@@ -94,11 +107,11 @@ def sis(a):
 
     def resized(n):
         if scheme == "v1":
-            return f"/v1/images/{md5[n]}/{n}?w={{W}}&h={{H}}&fit=stretch"
-        return f"/stretch_full_down?md5={md5[n]}&file_name={n}&w={{W}}&h={{H}}"
+            return f"/v1/images/{md5[n]}/{n}?w={{W}}&h={{H}}&fit=contain"
+        return f"/full_down?md5={md5[n]}&file_name={n}&w={{W}}&h={{H}}"
 
     p = a.prefix
-    for tag in ("p2", "p12", "p03", "png", "gif"):
+    for tag in CLASSES + ("png", "gif"):
         ns = sorted(n for n in md5 if n.startswith(tag + "_"))
         write(a.out, f"{p}_{tag}.txt", [resized(n) for n in ns])
         write(a.out, f"{p}_{tag}_orig.txt", [orig(n) for n in ns])

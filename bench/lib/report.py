@@ -12,16 +12,22 @@ import sys
 SCENARIOS = {
     "1": "GET a stored 2 MP original",
     "2": "GET a 300x200 variant already cached",
-    "3": "cold resize 2 MP JPEG -> 300x200, a different original each request",
-    "4": "cold resize 12 MP JPEG -> 300x200, a different original each request",
+    "3": "cold resize: 3/CLASS/WxH fits a CLASS JPEG (p1 1.2 MP, p2 2 MP, p12 12 MP, p24 24 MP; "
+         "p03 0.3 MP in smoke runs) inside a WxH box, a different original (or size) each request",
     "5": "multipart upload of a unique ~200 KB JPEG",
     "6.1": "(6) scenario 1 through the agent",
     "6.2": "(6) scenario 2 through the agent",
-    "6.3": "(6) scenario 3 through the agent",
+    "6.3": "(6) scenario 3 (2 MP into a 302x200 box, sizes the server has not made) through the agent",
     "7": "raw write + fsync + rename of the same bytes, same concurrency, same file system "
          "(the upload limit; 'raw + dir fsync' also fsyncs the directory after the rename, informational)",
 }
 OURS = {"sis", "agent"}
+CLASS_NAME = {"p03": "0.3 MP", "p1": "1.2 MP", "p2": "2 MP", "p12": "12 MP", "p24": "24 MP"}
+
+
+def cold_label(scen):
+    _, cls, box = scen.split("/")
+    return f"{CLASS_NAME.get(cls, cls)} -> {box}"
 SKIP_OK = ("not run: agent not built",)
 
 
@@ -65,18 +71,72 @@ def cpu_per_request(r):
     return f"{cpu / res['requests']:.0f}"
 
 
+def per_process(r):
+    """CPU seconds of each busy process of the target during the run, busiest first
+    (nginx workers, thumbor processes, sis): shows every peer used every core."""
+    procs = r.get("cpu_procs")
+    if not procs:
+        return ""
+    busy = [p for p in procs if p[2] >= 50_000][:6]
+    return " ".join(f"{p[2] / 1e6:.1f}" for p in busy)
+
+
 def table(rows):
-    out = ["| scenario | target | conc | req/s | p50 ms | p99 ms | errors | requests | CPU µs/req |",
-           "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    out = ["| scenario | target | conc | req/s | p50 ms | p99 ms | errors | requests | CPU µs/req "
+           "| CPU s per process |",
+           "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
         res = r.get("result")
         name = f"{r['scenario']}"
+        if name.startswith("3/"):
+            name = f"3 {cold_label(name)}"
         if res:
             out.append(f"| {name} | {r['target']} | {r['conc']} | {rps(r):.1f} | "
                        f"{fmt_ms(res['p50_us'])} | {fmt_ms(res['p99_us'])} | {res['errors']} | "
-                       f"{res['requests']} | {cpu_per_request(r)} |")
+                       f"{res['requests']} | {cpu_per_request(r)} | {per_process(r)} |")
         else:
-            out.append(f"| {name} | {r['target']} | {r['conc']} | {r['status']} | | | | | |")
+            out.append(f"| {name} | {r['target']} | {r['conc']} | {r['status']} | | | | | | |")
+    return out
+
+
+def cold_rows(rows, checks):
+    """Per-size cold-resize rows: req/s and CPU per request of each target, the ratio
+    sis / best peer (goal 2x), and sis's CPU against the djpeg floor of the same files."""
+    scens = []
+    for r in rows:
+        if r["scenario"].startswith("3/") and r["scenario"] not in scens:
+            scens.append(r["scenario"])
+    if not scens:
+        return []
+    floors = {k["scenario"]: k.get("cpu_us") for k in checks if k["check"] == "djpeg"}
+    out = ["| source -> box | sis req/s | nginx req/s | thumbor req/s | sis / best peer (≥ 2×) | "
+           "CPU ms/req sis / nginx / thumbor | djpeg floor ms | sis CPU / floor |",
+           "|---|---:|---:|---:|---:|---|---:|---:|"]
+    for sc in scens:
+        def get(t):
+            r = find(rows, sc, t)
+            return r, (rps(r) if r else None)
+        (rs, vs), (rn, vn), (rt, vt) = get("sis"), get("nginx image_filter"), get("thumbor")
+        peers = [x for x in (vn, vt) if x]
+        best = max(peers) if peers else None
+        if vs and best:
+            x = vs / best
+            ratio = f"{x:.2f}× {'met' if x >= 2.0 else 'missed'}"
+        else:
+            ratio = "n/a"
+
+        def cpu_ms(r):
+            if not r or not r.get("result") or r.get("cpu_us") is None or not r["result"]["requests"]:
+                return "–"
+            return f"{r['cpu_us'] / r['result']['requests'] / 1000:.1f}"
+        fl = floors.get(sc)
+        fl_s = f"{fl / 1000:.1f}" if fl else "–"
+        rel = "–"
+        if fl and rs and rs.get("result") and rs.get("cpu_us") and rs["result"]["requests"]:
+            rel = f"{rs['cpu_us'] / rs['result']['requests'] / fl:.2f}×"
+        f = lambda v: f"{v:.1f}" if v else "–"
+        out.append(f"| {cold_label(sc)} | {f(vs)} | {f(vn)} | {f(vt)} | {ratio} | "
+                   f"{cpu_ms(rs)} / {cpu_ms(rn)} / {cpu_ms(rt)} | {fl_s} | {rel} |")
     return out
 
 
@@ -99,11 +159,18 @@ def ratios(rows, checks, meta):
     out.append(ratio_line("(1) original: sis / nginx static", v("1", "sis"), v("1", "nginx"), 1.0))
     out.append(ratio_line("(2) cached variant: sis / nginx proxy_cache", v("2", "sis"),
                           v("2", "nginx proxy_cache"), 1.0))
-    for s, what in (("3", "2 MP"), ("4", "12 MP")):
+    cold = sorted({r["scenario"] for r in rows if r["scenario"].startswith("3/")},
+                  key=lambda sc: [r["scenario"] for r in rows].index(sc))
+    for s in cold:
         peers = [x for x in (v(s, "nginx image_filter"), v(s, "thumbor")) if x]
         best = max(peers) if peers else None
-        out.append(ratio_line(f"({s}) cold resize {what}: sis / best(nginx, thumbor)",
+        out.append(ratio_line(f"(3) cold resize {cold_label(s)}: sis / best(nginx, thumbor)",
                               v(s, "sis"), best, 2.0))
+    r2 = find(rows, "3/p2/300x200", "sis")
+    if r2 and r2.get("result") and r2.get("cpu_us") is not None and r2["result"]["requests"]:
+        ms = r2["cpu_us"] / r2["result"]["requests"] / 1000
+        out.append(f"| (3) sis server CPU per 2 MP -> 300x200 | {ms:.1f} ms | ≤ 4 ms | "
+                   f"{'met' if ms <= 4.0 else 'missed'} |")
     for conc in sorted({1, c}):
         out.append(ratio_line(f"(5) upload c={conc}: sis / raw fs limit (7)",
                               v("5", "sis", conc), v("7", "raw fs limit", conc), 0.8))
@@ -123,7 +190,8 @@ def ratios(rows, checks, meta):
         ok = fs["fsync_calls"] >= acked > 0
         out.append(f"| (5) acknowledged uploads fsynced (strace, {acked} uploads) | "
                    f"{fs['fsync_calls']} fsync calls | ≥ {acked} | {'met' if ok else 'missed'} |")
-    for s, base in (("6.1", "1"), ("6.2", "2"), ("6.3", "3")):
+    base3 = next((sc for sc in ("3/p2/300x200", "3/p03/300x200") if find(rows, sc, "sis")), "3")
+    for s, base in (("6.1", "1"), ("6.2", "2"), ("6.3", base3)):
         out.append(ratio_line(f"({s}) agent / direct scenario {base}", v(s, "agent"), v(base, "sis"), 0.7))
     return out
 
@@ -169,8 +237,8 @@ def report(meta_path, results_path, out_path, profile_path=""):
         meta = json.load(f)
     rows, checks = load(results_path)
     lines = [
-        "# sis benchmark: latest run" + (" (SMOKE: 1 s runs, dev build, scenario 3 on 0.3 MP and 4 on "
-                                          "2 MP originals: checks the harness, measures nothing)"
+        "# sis benchmark: latest run" + (" (SMOKE: 1 s runs, dev build, cold resizes of 0.3 MP and "
+                                          "2 MP originals only: checks the harness, measures nothing)"
                                           if meta["smoke"] else ""),
         "",
         f"- date: {meta['date']}; sis commit {meta['sis_commit']} (cargo profile {meta['cargo_profile']}, "
@@ -182,9 +250,11 @@ def report(meta_path, results_path, out_path, profile_path=""):
         f"- load: wrk {meta['wrk']}, {meta['duration_s']} s per scenario, {meta['connections']} connections "
         f"(2 threads), all targets back to back in one run",
         f"- peers: nginx {meta['nginx']} + image_filter (worker_processes auto); "
-        f"{meta['thumbor']} (PIL engine, file loader, one process per core, no result storage)",
-        f"- sis: `sis server --cache-size {meta['sis_cache_size']}`; corpus: {meta['n2']} x 2 MP and "
-        f"{meta['n12']} x 12 MP JPEG originals (plus 0.3 MP JPEG, PNG, GIF) made from scikit-image's photos",
+        f"{meta['thumbor']} (PIL engine, file loader, no result storage, one process per core each on "
+        f"its own SO_REUSEPORT socket via --fd, `fit-in` URLs so PIL's draft mode scales the JPEG decode)",
+        f"- sis: `sis server --cache-size {meta['sis_cache_size']}`, `fit=contain`; corpus "
+        f"(made from scikit-image's photos with sensor noise): {meta['corpus']}",
+        f"- cold-resize rows: {meta['cold_duration_s']} s each; the other scenarios {meta['duration_s']} s",
         f"- raw limit (7) on the same file system as the server's data dir: {meta['limit_same_fs']}",
         "",
         "## Scenarios",
@@ -193,9 +263,18 @@ def report(meta_path, results_path, out_path, profile_path=""):
     for k, v in SCENARIOS.items():
         lines.append(f"- **{k}**: {v}")
     order = list(SCENARIOS)
-    shown = sorted(rows, key=lambda r: order.index(r["scenario"]) if r["scenario"] in order else 99)
+    def rank(r):
+        sc = r["scenario"].split("/")[0]
+        return order.index(sc) if sc in order else 99
+    shown = sorted(rows, key=rank)
     lines += ["", "## Results", ""] + table(shown)
-    lines += ["", "## Ratios vs the targets of issue 8", ""] + ratios(rows, checks, meta)
+    cr = cold_rows(rows, checks)
+    if cr:
+        lines += ["", "## Cold resizes per size (issue 13)", "",
+                  "djpeg floor: mean CPU time of `djpeg -scale 1/N` (N: the DCT reduction sis picks "
+                  "for the box) on the first 16 files of the class, minus djpeg's start-up (timed on a "
+                  "16x16 JPEG): the entropy decode of the file, which no server can skip.", ""] + cr
+    lines += ["", "## Ratios vs the targets of issues 8 and 13", ""] + ratios(rows, checks, meta)
     lines += ["", "## Memory", ""] + memory(meta)
     if profile_path:
         hl = profile_highlights(profile_path)
@@ -208,8 +287,10 @@ def report(meta_path, results_path, out_path, profile_path=""):
         "run / completed requests: nginx's and thumbor's workers included, the agent's rows include "
         "the server behind it; it does not depend on how much CPU wrk took, so it compares targets "
         "even on a busy machine. Cold-resize rotation: request k takes original k mod N; after each full pass "
-        "the height grows by 1 px, so no (original, size) pair repeats. nginx image_filter keeps the "
-        "aspect ratio, thumbor crops to fill, sis stretches: all answer a ~300x200 JPEG.",
+        "the height grows by 1 px, so no (original, size) pair repeats. All three fit the photo inside "
+        "the box keeping its aspect ratio (nginx image_filter resize, thumbor fit-in, sis fit=contain) "
+        "and answer a JPEG at quality 80. CPU s per process: each busy process of the target "
+        "(>= 0.05 s) during the run.",
         "",
     ]
     with open(out_path, "w") as f:
