@@ -585,3 +585,106 @@ async fn every_exif_orientation_displays_upright_in_every_format() {
         }
     }
 }
+
+/// sRGB / Display P3 transfer function (they share it), decoding to linear.
+fn to_linear(v: u8) -> f64 {
+    let v = f64::from(v) / 255.0;
+    if v <= 0.04045 {
+        v / 12.92
+    } else {
+        ((v + 0.055) / 1.055).powf(2.4)
+    }
+}
+
+fn mul(m: [[f64; 3]; 3], v: [f64; 3]) -> [f64; 3] {
+    [0, 1, 2].map(|r| m[r][0] * v[0] + m[r][1] * v[1] + m[r][2] * v[2])
+}
+
+const P3_TO_XYZ: [[f64; 3]; 3] = [
+    [0.486_570_9, 0.265_667_7, 0.198_217_3],
+    [0.228_974_6, 0.691_738_5, 0.079_286_9],
+    [0.0, 0.045_113_4, 1.043_944_4],
+];
+const SRGB_TO_XYZ: [[f64; 3]; 3] = [
+    [0.412_456_4, 0.357_576_1, 0.180_437_5],
+    [0.212_672_9, 0.715_152_2, 0.072_175_0],
+    [0.019_333_9, 0.119_192_0, 0.950_304_1],
+];
+
+/// CIE L*a*b* (D65) of XYZ.
+fn lab(xyz: [f64; 3]) -> [f64; 3] {
+    let f = |t: f64| {
+        if t > 0.008_856 {
+            t.cbrt()
+        } else {
+            7.787 * t + 16.0 / 116.0
+        }
+    };
+    let (x, y, z) = (f(xyz[0] / 0.950_47), f(xyz[1]), f(xyz[2] / 1.088_83));
+    [116.0 * y - 16.0, 500.0 * (x - y), 200.0 * (y - z)]
+}
+
+fn delta_e(a: [f64; 3], b: [f64; 3]) -> f64 {
+    ((a[0] - b[0]).powi(2) + (a[1] - b[1]).powi(2) + (a[2] - b[2]).powi(2)).sqrt()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn display_p3_sources_keep_their_colour_in_srgb_variants() {
+    let srv = Server::start(&[]);
+    let patches: [[u8; 3]; 4] = [
+        [120, 200, 100],
+        [200, 70, 60],
+        [70, 90, 190],
+        [128, 128, 128],
+    ];
+    // 4 vertical bands, 400x100, tagged Display P3.
+    let img = RgbImage::from_fn(400, 100, |x, _| Rgb(patches[(x / 100) as usize]));
+    let icc = moxcms::ColorProfile::new_display_p3().encode().unwrap();
+    let tagged = |format: ImageFormat| {
+        use image::ImageEncoder;
+        let mut out = Vec::new();
+        match format {
+            ImageFormat::Png => {
+                let mut e = image::codecs::png::PngEncoder::new(&mut out);
+                e.set_icc_profile(icc.clone()).unwrap();
+                e.write_image(img.as_raw(), 400, 100, image::ExtendedColorType::Rgb8)
+                    .unwrap();
+            }
+            _ => {
+                let mut e = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 98);
+                e.set_icc_profile(icc.clone()).unwrap();
+                e.write_image(img.as_raw(), 400, 100, image::ExtendedColorType::Rgb8)
+                    .unwrap();
+            }
+        }
+        out
+    };
+    for (source, name) in [(ImageFormat::Png, "p3.png"), (ImageFormat::Jpeg, "p3.jpg")] {
+        let m = upload(&srv, name, tagged(source)).await;
+        for query in [
+            "w=200&format=png",
+            "w=40&format=png",
+            "w=200&format=webp&lossless=1",
+            "w=200&format=jpeg&q=95",
+        ] {
+            let out = get(&srv, &format!("/v1/images/{m}?{query}"), &[])
+                .await
+                .image();
+            let w = out.width();
+            for (i, p3) in patches.iter().enumerate() {
+                let expected = lab(mul(P3_TO_XYZ, p3.map(to_linear)));
+                let got = px(&out, w * (2 * i as u32 + 1) / 8, out.height() / 2);
+                let got_lab = lab(mul(SRGB_TO_XYZ, [got[0], got[1], got[2]].map(to_linear)));
+                let de = delta_e(expected, got_lab);
+                assert!(
+                    de < 3.0,
+                    "{name} {query} patch {p3:?}: got {got:?}, ΔE {de:.2}"
+                );
+            }
+        }
+        // Without conversion the green patch would be far off: the test can tell.
+        let naive = lab(mul(SRGB_TO_XYZ, patches[0].map(to_linear)));
+        let real = lab(mul(P3_TO_XYZ, patches[0].map(to_linear)));
+        assert!(delta_e(naive, real) > 8.0);
+    }
+}

@@ -137,6 +137,8 @@ impl V1Params {
                 progressive: self.progressive,
                 lossless: self.lossless,
                 still: self.still,
+                // /v1 variants are sRGB: colour-managed sources are converted.
+                to_srgb: true,
             },
             source,
         );
@@ -211,7 +213,7 @@ pub fn v1_canonical(spec: &ResizeSpec) -> String {
         .unwrap_or_default();
     let fx = &spec.effects;
     format!(
-        "v1;w={};h={};fit={};g={gravity};pad={};bg={bg};enlarge={};rot={};flip={}{};blur={};sharpen={};format={};q={};prog={};lossless={};still={}",
+        "v1;srgb;w={};h={};fit={};g={gravity};pad={};bg={bg};enlarge={};rot={};flip={}{};blur={};sharpen={};format={};q={};prog={};lossless={};still={}",
         opt(spec.width),
         opt(spec.height),
         spec.fit.as_str(),

@@ -17,6 +17,7 @@
 //! - `geometry`: [`Gravity`], focal points and the deterministic smart-crop search.
 //! - `effects`: [`Effects`] (blur, sharpen, rotate, flip), padding and alpha flattening.
 //! - `animation`: every frame of an animated GIF/WebP through the same plan; a WebP muxer.
+//! - `color`: embedded ICC profiles → sRGB (`moxcms`).
 //! - `pool`: [`ResizePool`].
 //!
 //! # Behaviour worth knowing
@@ -39,6 +40,7 @@
 //!   the requested box (when both sides are given) and to the output.
 
 mod animation;
+mod color;
 mod effects;
 mod format;
 mod geometry;

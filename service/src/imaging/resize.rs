@@ -68,7 +68,8 @@ impl Fit {
 /// (whatever `fit` says); with neither, the image keeps its size (re-encoded, oriented).
 ///
 /// [`ResizeSpec::default`] is the legacy behaviour: contain, may enlarge, centred crops, no
-/// effects, lossless WebP, animations reduced to their first frame.
+/// effects, lossless WebP, animations reduced to their first frame, ICC profiles dropped
+/// without converting.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ResizeSpec {
     pub width: Option<u32>,
@@ -96,6 +97,9 @@ pub struct ResizeSpec {
     pub lossless: bool,
     /// Animated sources: encode the first frame only.
     pub still: bool,
+    /// Convert pixels of a source with an embedded ICC profile to sRGB (the output carries no
+    /// profile). `false` (the legacy behaviour) drops the profile and keeps the pixel values.
+    pub to_srgb: bool,
 }
 
 impl Default for ResizeSpec {
@@ -114,6 +118,7 @@ impl Default for ResizeSpec {
             progressive: false,
             lossless: true,
             still: true,
+            to_srgb: false,
         }
     }
 }
@@ -435,7 +440,19 @@ fn run(
         raw_plan = place_smart(&pixels, raw_plan, header.width);
     }
 
-    let resized = resize_pixels(pixels, &raw_plan, header.width)?;
+    let mut resized = resize_pixels(pixels, &raw_plan, header.width)?;
+    if spec.to_srgb
+        && let Some(icc) = super::color::source_icc(bytes, header.format)
+    {
+        let channels = match resized.layout {
+            Layout::Rgb => 3,
+            Layout::Rgba => 4,
+            Layout::Gray | Layout::GrayAlpha => 0,
+        };
+        if let Some(srgb) = super::color::to_srgb(&resized.data, channels, &icc) {
+            resized.data = srgb;
+        }
+    }
     let mut img = into_dynamic(resized)?;
     if orientation != Orientation::NoTransforms {
         img.apply_orientation(orientation);
