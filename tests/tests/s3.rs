@@ -178,6 +178,59 @@ async fn two_servers_two_agents_over_one_bucket() {
     eprintln!("delete unserved everywhere after {:?}", start.elapsed());
 }
 
+/// The ETag the gateway reports for `key` in the bucket (a signed HEAD with curl).
+fn gateway_etag(ceph: &Ceph, key: &str) -> String {
+    let auth = format!(
+        "{}:{}",
+        std::env::var("AWS_ACCESS_KEY_ID").unwrap(),
+        std::env::var("AWS_SECRET_ACCESS_KEY").unwrap()
+    );
+    let out = Command::new("curl")
+        .args(["-s", "-I", "--aws-sigv4", "aws:amz:us-east-1:s3", "--user", &auth])
+        .args([
+            "-H",
+            "x-amz-content-sha256: e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        ])
+        .arg(format!("{}/{}/{key}", ceph.endpoint, ceph.bucket))
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    head.lines()
+        .find_map(|l| l.strip_prefix("etag:"))
+        .unwrap_or_else(|| panic!("no ETag for {key}: {head}"))
+        .trim()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn large_uploads_go_as_multipart_uploads() {
+    let Some(ceph) = ceph() else { return };
+    let url = ceph.fresh_url("multipart");
+    let s1 = ceph
+        .server(&url, &["--s3-multipart-threshold", "5MiB"])
+        .await;
+    let s2 = ceph.server(&url, &[]).await;
+    // Noise does not compress: ~9.7 MB, two parts of the 8 MiB part size.
+    let big = noise_png(1800, 1800, 77);
+    assert!(big.len() > 8 << 20, "{}", big.len());
+    let (status, body) = v1_upload(&s1.url(""), "big.png", &big).await;
+    assert_eq!(status, 201, "{body}");
+    let md5 = md5_hex(&big);
+    let (s, got) = get(&s2.url(&format!("/v1/images/{md5}/big.png"))).await;
+    assert_eq!((s, md5_hex(&got)), (200, md5.clone()));
+    let prefix = url.trim_start_matches(&format!("s3://{}/", ceph.bucket));
+    let etag = gateway_etag(&ceph, &format!("{prefix}/blobs/{md5}"));
+    assert!(
+        etag.ends_with("-2\""),
+        "not a 2-part multipart object: {etag}"
+    );
+    // A small one is a single PUT.
+    let small = png(20, 20, 1);
+    assert_eq!(v1_upload(&s1.url(""), "small.png", &small).await.0, 201);
+    let etag = gateway_etag(&ceph, &format!("{prefix}/blobs/{}", md5_hex(&small)));
+    assert!(!etag.contains('-'), "{etag}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn kill_9_in_the_middle_of_50_uploads() {
     let Some(ceph) = ceph() else { return };
