@@ -688,3 +688,60 @@ async fn display_p3_sources_keep_their_colour_in_srgb_variants() {
         assert!(delta_e(naive, real) > 8.0);
     }
 }
+
+/// The value of a metric line starting with `prefix` (0 when absent).
+async fn metric(srv: &Server, prefix: &str) -> f64 {
+    let text = reqwest::get(srv.url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn meta_has_a_blurhash_and_dominant_colour_computed_once() {
+    let srv = Server::start(&[]);
+    // 70% teal on the left, orange on the right.
+    let img = DynamicImage::ImageRgb8(RgbImage::from_fn(200, 100, |x, _| {
+        if x < 140 {
+            Rgb([20, 160, 150])
+        } else {
+            Rgb([250, 140, 20])
+        }
+    }));
+    let m = upload(&srv, "p.jpg", encode(&img, ImageFormat::Jpeg)).await;
+    let misses = r#"sis_cache_misses_total{kind="variant"}"#;
+    let before = metric(&srv, misses).await;
+    let v = get(&srv, &format!("/v1/images/{m}/meta"), &[]).await.json();
+    let hash = v["blurhash"].as_str().unwrap().to_owned();
+    assert_eq!(hash.len(), 6 + 2 * (4 * 3 - 1), "{v}");
+    let dominant = v["dominant_color"].as_str().unwrap();
+    let rgb: Vec<u8> = (0..3)
+        .map(|i| u8::from_str_radix(&dominant[1 + 2 * i..3 + 2 * i], 16).unwrap())
+        .collect();
+    for (got, want) in rgb.iter().zip([20u8, 160, 150]) {
+        assert!(got.abs_diff(want) < 12, "{dominant}");
+    }
+    // The BlurHash decodes to teal on the left and orange on the right.
+    let back = blurhash::decode(&hash, 20, 10, 1.0).unwrap();
+    let at = |x: usize| &back[(5 * 20 + x) * 4..(5 * 20 + x) * 4 + 3];
+    assert!(at(2)[1] > at(2)[0] + 60, "left: {:?}", at(2));
+    assert!(at(18)[0] > at(18)[2] + 60, "right: {:?}", at(18));
+    let after_first = metric(&srv, misses).await;
+    assert_eq!(
+        after_first,
+        before + 1.0,
+        "the placeholder was computed once"
+    );
+    // Asked again: the same answer from the cache, nothing recomputed.
+    let again = get(&srv, &format!("/v1/images/{m}/meta"), &[]).await.json();
+    assert_eq!(again["blurhash"], v["blurhash"]);
+    assert_eq!(again["dominant_color"], v["dominant_color"]);
+    assert_eq!(metric(&srv, misses).await, after_first);
+}

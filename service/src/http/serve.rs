@@ -264,6 +264,57 @@ pub async fn variant_response_for(
     Ok(resp)
 }
 
+/// Cache key (beside the variants of the same MD5, so a delete drops it too) of an image's
+/// placeholder.
+const PLACEHOLDER_KEY: &str = "placeholder:blurhash+dominant";
+
+/// The BlurHash and dominant colour of `original`: computed once on the resize pool, then kept
+/// in the byte-bounded cache like a tiny variant (single-flight on misses).
+///
+/// # Errors
+/// Busy, or the image errors of [`imaging::placeholder`].
+pub async fn placeholder(
+    state: &AppState,
+    md5: &Md5Hex,
+    original: &CachedImage,
+) -> Result<imaging::Placeholder, Error> {
+    let key = ImageKey::Variant {
+        md5: *md5,
+        name: None,
+        params: PLACEHOLDER_KEY.into(),
+    };
+    let cached = state
+        .cache
+        .get_or_load(key, || async {
+            let (bytes, limits) = (original.bytes.clone(), state.limits.clone());
+            let p = state
+                .pool
+                .run_fn(move || imaging::placeholder(&bytes, &limits))
+                .await?;
+            let body = Bytes::from(format!("{}\n{}", p.blurhash, p.dominant_hex()));
+            Ok(CachedImage {
+                headers: ImageHeaders::new(
+                    original.headers.etag.clone(),
+                    original.modified,
+                    body.len(),
+                ),
+                bytes: body,
+                format: original.format,
+                name: original.name.clone(),
+                modified: original.modified,
+            })
+        })
+        .await?;
+    let text = std::str::from_utf8(&cached.bytes).unwrap_or("");
+    let (blurhash, hex) = text.split_once('\n').unwrap_or(("", ""));
+    let channel =
+        |i: usize| u8::from_str_radix(hex.get(i..i + 2).unwrap_or("ff"), 16).unwrap_or(255);
+    Ok(imaging::Placeholder {
+        blurhash: blurhash.to_owned(),
+        dominant: [channel(1), channel(3), channel(5)],
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -189,6 +189,8 @@ async fn meta(State(state): State<AppState>, Path(md5): Path<String>) -> Result<
     let first = names.first().ok_or(Error::NotFound)?;
     let img = images::load_original(&state, &md5, Some(&first.name)).await?;
     let dims = imaging::probe(&img.bytes, &state.limits).ok();
+    // Placeholders are best effort: an image they fail on still has its metadata.
+    let placeholder = serve::placeholder(&state, &md5, &img).await.ok();
     let stored = names.iter().map(|n| n.stored).min().unwrap_or(first.stored);
     let list: Vec<MetaName> = names
         .iter()
@@ -208,6 +210,8 @@ async fn meta(State(state): State<AppState>, Path(md5): Path<String>) -> Result<
         "width": dims.as_ref().map(|d| d.width),
         "height": dims.as_ref().map(|d| d.height),
         "stored": httpdate::fmt_http_date(stored),
+        "blurhash": placeholder.as_ref().map(|p| p.blurhash.clone()),
+        "dominant_color": placeholder.as_ref().map(imaging::Placeholder::dominant_hex),
     }))
     .into_response())
 }

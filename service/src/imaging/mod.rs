@@ -18,6 +18,7 @@
 //! - `effects`: [`Effects`] (blur, sharpen, rotate, flip), padding and alpha flattening.
 //! - `animation`: every frame of an animated GIF/WebP through the same plan; a WebP muxer.
 //! - `color`: embedded ICC profiles → sRGB (`moxcms`).
+//! - `placeholder`: BlurHash and dominant colour from a 32 px sRGB thumbnail.
 //! - `pool`: [`ResizePool`].
 //!
 //! # Behaviour worth knowing
@@ -45,6 +46,7 @@ mod effects;
 mod format;
 mod geometry;
 mod jpeg_dc;
+mod placeholder;
 mod pool;
 mod probe;
 mod resize;
@@ -55,6 +57,7 @@ pub use animation::{MAX_ANIMATION_OUTPUT_PIXELS, MAX_ANIMATION_PIXELS};
 pub use effects::{Effects, MAX_BLUR, MAX_SHARPEN, Rgba8, parse_color};
 pub use format::{Format, sniff};
 pub use geometry::Gravity;
+pub use placeholder::{PLACEHOLDER_SIDE, Placeholder, placeholder};
 pub use pool::{PoolEvent, PoolObserver, ResizePool};
 pub use probe::{MAX_FRAMES, Probe, probe};
 pub use resize::{

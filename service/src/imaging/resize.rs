@@ -409,6 +409,27 @@ fn run(
     limits: &Limits,
     shrink_on_load: bool,
 ) -> Result<Encoded, ImagingError> {
+    let header = decodable_header(bytes, limits)?;
+    let out_format = spec
+        .format
+        .unwrap_or_else(|| header.format.default_output());
+    if !spec.still && header.frames > 1 && out_format.can_animate() {
+        let bytes = super::animation::resize_animation(bytes, &header, spec, limits, out_format)?;
+        return Ok(Encoded {
+            bytes: Bytes::from(bytes),
+            format: out_format,
+        });
+    }
+    let img = render(bytes, &header, spec, limits, shrink_on_load, out_format)?;
+    let encoded = encode(&img, out_format, spec)?;
+    Ok(Encoded {
+        bytes: Bytes::from(encoded),
+        format: out_format,
+    })
+}
+
+/// The header of a source whose pixels sis can decode.
+pub(super) fn decodable_header(bytes: &[u8], limits: &Limits) -> Result<Header, ImagingError> {
     let header = read_header(bytes, limits)?;
     if !header.format.can_decode() {
         return Err(ImagingError::Unsupported);
@@ -420,17 +441,20 @@ fn run(
             "jpeg: truncated (no end-of-image marker after the scan)".into(),
         ));
     }
-    let out_format = spec
-        .format
-        .unwrap_or_else(|| header.format.default_output());
-    if !spec.still && header.frames > 1 && out_format.can_animate() {
-        let bytes = super::animation::resize_animation(bytes, &header, spec, limits, out_format)?;
-        return Ok(Encoded {
-            bytes: Bytes::from(bytes),
-            format: out_format,
-        });
-    }
+    Ok(header)
+}
 
+/// A still image's pixels, ready to encode as `out_format`: decode, crop and resize, sRGB,
+/// orientation, effects.
+pub(super) fn render(
+    bytes: &[u8],
+    header: &Header,
+    spec: &ResizeSpec,
+    limits: &Limits,
+    shrink_on_load: bool,
+    out_format: Format,
+) -> Result<DynamicImage, ImagingError> {
+    let header = *header;
     let (pixels, orientation, mut raw_plan) = if header.format == Format::Jpeg && shrink_on_load {
         decode_jpeg_scaled(bytes, &header, spec, limits)?
     } else {
@@ -457,12 +481,7 @@ fn run(
     if orientation != Orientation::NoTransforms {
         img.apply_orientation(orientation);
     }
-    let img = finish(img, &raw_plan, spec, out_format);
-    let encoded = encode(&img, out_format, spec)?;
-    Ok(Encoded {
-        bytes: Bytes::from(encoded),
-        format: out_format,
-    })
+    Ok(finish(img, &raw_plan, spec, out_format))
 }
 
 /// What transparency becomes: `bg=` when given, else white for JPEG (which has no alpha) and
