@@ -30,8 +30,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' --aws-sigv4 "aws:amz:us-east-1:s3"
 
 export SIS_TEST_S3_ENDPOINT=$S3_ENDPOINT SIS_TEST_S3_BUCKET=$bucket SIS_TEST_CEPH_DIR=$dir
 export AWS_REGION=us-east-1
-cargo build -p sis --locked
+# --workspace everywhere: the same feature resolution as the build and cargo-test stages, so
+# nothing is compiled again (`-p sis` alone unifies features differently and rebuilds).
+cargo build --workspace --locked
 echo "--- server API tests on the S3 store"
-cargo test -p sis --locked --test api
+cargo test --workspace --locked --test api
 echo "--- replicas, crash, faults, migration"
-cargo test -p sis-e2e --locked --test s3 -- --test-threads=1
+cargo test --workspace --locked --test s3 -- --test-threads=1
