@@ -19,6 +19,7 @@
 //! - `animation`: every frame of an animated GIF/WebP through the same plan; a WebP muxer.
 //! - `color`: embedded ICC profiles → sRGB (`moxcms`).
 //! - `placeholder`: BlurHash and dominant colour from a 32 px sRGB thumbnail.
+//! - `privacy`: [`strip_metadata`] removes GPS or all metadata from an original, losslessly.
 //! - `pool`: [`ResizePool`].
 //!
 //! # Behaviour worth knowing
@@ -48,6 +49,7 @@ mod geometry;
 mod jpeg_dc;
 mod placeholder;
 mod pool;
+mod privacy;
 mod probe;
 mod resize;
 #[cfg(test)]
@@ -59,6 +61,7 @@ pub use format::{Format, sniff};
 pub use geometry::Gravity;
 pub use placeholder::{PLACEHOLDER_SIDE, Placeholder, placeholder};
 pub use pool::{PoolEvent, PoolObserver, ResizePool};
+pub use privacy::{Strip, strip_metadata};
 pub use probe::{MAX_FRAMES, Probe, probe};
 pub use resize::{
     DEFAULT_QUALITY, Encoded, Fit, ResizeSpec, check_decodes, plan_output, resize, resize_reference,
