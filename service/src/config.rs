@@ -27,6 +27,30 @@ pub enum Command {
     /// `s3://BUCKET[/PREFIX]`), verifying each MD5; resumable, and a second run copies
     /// nothing.
     Migrate(MigrateArgs),
+    /// Sign a variant URL for `--variants signed` (prints the URL with `sig=`, and `exp=`
+    /// when an expiry is given).
+    Sign(SignArgs),
+}
+
+/// `sis sign`.
+#[derive(Debug, Clone, Args)]
+pub struct SignArgs {
+    /// The URL to sign: `http://HOST:PORT/v1/images/MD5/NAME?w=300` or just the path and query.
+    pub url: String,
+    /// Key to sign with (the first of SIS_SIGN_KEYS when not given).
+    #[arg(
+        long,
+        env = "SIS_SIGN_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub sign_key: Vec<String>,
+    /// Valid for this long from now (`3600s`, `1h`, `7d` is not supported: use hours).
+    #[arg(long, value_parser = parse_duration, conflicts_with = "exp")]
+    pub expires_in: Option<Duration>,
+    /// Valid until this Unix time (seconds).
+    #[arg(long)]
+    pub exp: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -85,8 +109,9 @@ pub struct CommonArgs {
     #[arg(long, env = "SIS_HEADER_READ_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub header_read_timeout: Duration,
     /// Longest a request with a body (an upload) may take, body included; slower ones get
-    /// 408 and the connection is closed (trickled bodies). 120s lets 50 MiB through at ~3.5 Mbit/s.
-    #[arg(long, env = "SIS_BODY_READ_TIMEOUT", default_value = "120s", value_parser = parse_duration)]
+    /// 408 and the connection is closed. 600s lets 50 MiB through at ~0.7 Mbit/s; trickled
+    /// bodies are cut much sooner by --min-body-rate.
+    #[arg(long, env = "SIS_BODY_READ_TIMEOUT", default_value = "600s", value_parser = parse_duration)]
     pub body_read_timeout: Duration,
     /// Most client connections open at once; more get 503 and are closed.
     #[arg(long, env = "SIS_MAX_CONNECTIONS", default_value_t = 1024)]
@@ -94,6 +119,75 @@ pub struct CommonArgs {
     /// Largest request head (request line + headers); larger gets 431.
     #[arg(long, env = "SIS_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_size)]
     pub max_header_size: u64,
+    /// Most connections open at once from one client address (0 = no cap); more get 503
+    /// and are closed. Agents keep up to 64 idle connections to their server.
+    #[arg(long, env = "SIS_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]
+    pub max_connections_per_client: usize,
+    /// Slowest average rate a request body may arrive at, per second, once the grace period
+    /// is over (`0` = off); slower bodies get 408 and the connection is closed.
+    #[arg(long, env = "SIS_MIN_BODY_RATE", default_value = "8KiB", value_parser = parse_size)]
+    pub min_body_rate: u64,
+    /// How long a body may take before --min-body-rate applies.
+    #[arg(long, env = "SIS_BODY_RATE_GRACE", default_value = "5s", value_parser = parse_duration)]
+    pub body_rate_grace: Duration,
+    /// Which resize variants are rendered: `open` (any parameters), `presets` (only
+    /// `?preset=NAME`, plus `format`), `signed` (only signed URLs, or presets marked
+    /// `public`). A valid signature admits any parameters under every policy.
+    #[arg(long, env = "SIS_VARIANTS", value_enum, default_value = "open")]
+    pub variants: crate::http::guard::Policy,
+    /// A named parameter set, `NAME=key:value,key:value[,public]`, e.g.
+    /// `thumb=w:300,h:200,fit:cover`; repeatable (in SIS_PRESETS separated by `;`).
+    #[arg(long = "preset", env = "SIS_PRESETS", value_delimiter = ';')]
+    pub presets: Vec<String>,
+    /// A file of presets, one `NAME=key:value,…` per line (`#` comments).
+    #[arg(long, env = "SIS_PRESETS_FILE")]
+    pub presets_file: Option<PathBuf>,
+    /// Key for signed variant URLs (HMAC-SHA256); repeat (in SIS_SIGN_KEYS separated by `,`)
+    /// to accept several during a rotation.
+    #[arg(
+        long = "sign-key",
+        env = "SIS_SIGN_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub sign_keys: Vec<String>,
+}
+
+impl CommonArgs {
+    /// The variant guard of these flags: presets from `--preset` and `--presets-file`,
+    /// checked against the resize limits.
+    ///
+    /// # Errors
+    /// An unreadable presets file, a bad preset or key, `signed` without keys.
+    pub fn variant_guard(
+        &self,
+        limits: &crate::imaging::Limits,
+    ) -> Result<crate::http::guard::VariantGuard, String> {
+        let mut defs: Vec<String> = Vec::new();
+        if let Some(path) = &self.presets_file {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("--presets-file {}: {e}", path.display()))?;
+            defs.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(str::to_owned),
+            );
+        }
+        defs.extend(
+            self.presets
+                .iter()
+                .map(|p| p.trim().to_owned())
+                .filter(|p| !p.is_empty()),
+        );
+        let keys: Vec<String> = self
+            .sign_keys
+            .iter()
+            .filter(|k| !k.is_empty())
+            .cloned()
+            .collect();
+        crate::http::guard::VariantGuard::new(self.variants, &defs, &keys, limits)
+    }
 }
 
 #[derive(Debug, Clone, Args)]
@@ -309,7 +403,9 @@ pub fn normalize_args(args: Vec<String>) -> Vec<String> {
     let first = rest.first().map(String::as_str);
     let has_sub = matches!(
         first,
-        Some("server" | "agent" | "migrate" | "help" | "--help" | "-h" | "--version" | "-V")
+        Some(
+            "server" | "agent" | "migrate" | "sign" | "help" | "--help" | "-h" | "--version" | "-V"
+        )
     );
     let mut out = vec![prog];
     if legacy && !has_sub {

@@ -57,6 +57,9 @@ pub enum Error {
     InvalidParams(String),
     #[error("missing or wrong bearer token")]
     Unauthorized,
+    /// The variant policy (`--variants`, presets, signed URLs) refused the request.
+    #[error("variant refused: {0}")]
+    VariantRefused(crate::http::guard::Refusal),
     #[error("method not allowed")]
     BadMethod,
     #[error("image workers busy, retry later")]
@@ -105,6 +108,7 @@ impl Error {
             Self::BadRequest(_) => "bad-request",
             Self::InvalidParams(_) => "invalid-params",
             Self::Unauthorized => "unauthorized",
+            Self::VariantRefused(r) => r.reason(),
             Self::BadMethod => "method-not-allowed",
             Self::Busy => "busy",
             Self::RangeNotSatisfiable(_) => "range-not-satisfiable",
@@ -136,6 +140,7 @@ impl Error {
             Self::TooManyParts(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::VariantRefused(_) => StatusCode::FORBIDDEN,
             Self::BadMethod => StatusCode::METHOD_NOT_ALLOWED,
             Self::Busy => StatusCode::SERVICE_UNAVAILABLE,
             Self::RangeNotSatisfiable(_) => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -357,6 +362,11 @@ mod tests {
                 LEGACY_BAD_NAME,
             ),
             (Error::BadMethod, 400, LEGACY_BAD_METHOD),
+            (
+                Error::VariantRefused(crate::http::guard::Refusal::Expired),
+                403,
+                "variant refused: the signed URL expired",
+            ),
             (
                 Error::NameNotUtf8,
                 400,

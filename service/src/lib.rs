@@ -25,12 +25,14 @@
 //! - [`agent`]: the agent's feed loop (cache invalidation, readiness).
 //!
 //! - [`io_threads`]: one current-thread runtime per core that serves connections.
+//! - [`client_limits`]: connections per client address, the minimum body rate.
 //!
 //! [`serve`] runs the application on a listener until a shutdown future resolves:
 //! connections are accepted here and dealt round-robin to the [`io_threads`].
 
 pub mod agent;
 pub mod cache;
+pub mod client_limits;
 pub mod config;
 pub mod error;
 pub mod feed;
@@ -77,6 +79,14 @@ pub struct ServeOptions {
     pub max_upload_parts: usize,
     /// Connection threads (one event loop each, see [`io_threads`]); 0 = one per core.
     pub io_threads: usize,
+    /// Most connections open at once from one client address (0 = no cap); more are
+    /// answered 503 and closed.
+    pub max_connections_per_client: usize,
+    /// Slowest average rate of a request body after a grace period (408 and close when
+    /// slower), see [`client_limits::MinRateBody`].
+    pub min_body_rate: client_limits::MinRate,
+    /// Which variants are rendered (`--variants`, presets, signing keys); `None` = open.
+    pub variant_guard: Option<Arc<http::guard::VariantGuard>>,
 }
 
 impl From<&config::CommonArgs> for ServeOptions {
@@ -89,6 +99,14 @@ impl From<&config::CommonArgs> for ServeOptions {
             max_header_size: usize::try_from(c.max_header_size).unwrap_or(usize::MAX),
             max_upload_parts: c.max_upload_parts,
             io_threads: c.io_threads,
+            max_connections_per_client: c.max_connections_per_client,
+            min_body_rate: client_limits::MinRate {
+                bytes_per_sec: c.min_body_rate,
+                grace: c.body_rate_grace,
+            },
+            // Built from the flags by the caller (it can fail): see
+            // `config::CommonArgs::variant_guard`.
+            variant_guard: None,
         }
     }
 }
@@ -98,11 +116,14 @@ impl Default for ServeOptions {
         Self {
             shutdown_timeout: Duration::from_secs(30),
             header_read_timeout: Duration::from_secs(10),
-            body_read_timeout: Duration::from_secs(120),
+            body_read_timeout: Duration::from_secs(600),
             max_connections: 1024,
             max_header_size: 64 << 10,
             max_upload_parts: http::upload::DEFAULT_MAX_UPLOAD_PARTS,
             io_threads: 0,
+            max_connections_per_client: 256,
+            min_body_rate: client_limits::MinRate::default(),
+            variant_guard: None,
         }
     }
 }
@@ -151,6 +172,7 @@ pub async fn serve_with(
             token.cancel();
         });
     }
+    let client_limit_hits = state.metrics.client_limits.clone();
     let app = http::App::new(
         state,
         http::EdgeOptions {
@@ -158,8 +180,11 @@ pub async fn serve_with(
             upload: http::upload::UploadLimits {
                 max_parts: opts.max_upload_parts.max(1),
             },
+            guard: opts.variant_guard.clone().filter(|g| !g.is_inert()),
+            min_body_rate: opts.min_body_rate,
         },
     );
+    let per_client = client_limits::PerClient::new(opts.max_connections_per_client);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -181,8 +206,8 @@ pub async fn serve_with(
             r = listener.accept() => r,
             () = token.cancelled() => break,
         };
-        let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "accept failed");
@@ -205,6 +230,26 @@ pub async fn serve_with(
             });
             continue;
         };
+        let Some(client_slot) = per_client.admit(peer.ip()) else {
+            client_limit_hits
+                .with_label_values(&["per-client-connections"])
+                .inc();
+            tracing::warn!(
+                client = %peer.ip(),
+                max_connections_per_client = opts.max_connections_per_client,
+                "per-client connection limit reached, answering 503"
+            );
+            drop(slot);
+            tracker.spawn(async move {
+                let mut stream = stream;
+                let _ = tokio::time::timeout(Duration::from_secs(1), async {
+                    let _ = stream.write_all(CLIENT_LIMIT_RESPONSE).await;
+                    let _ = stream.shutdown().await;
+                })
+                .await;
+            });
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         // Re-registered on the connection thread's own reactor.
         let stream = match stream.into_std() {
@@ -219,7 +264,7 @@ pub async fn serve_with(
         let token = token.clone();
         tracker.spawn_on(
             async move {
-                let _slot = slot;
+                let _slot = (slot, client_slot);
                 let stream = match tokio::net::TcpStream::from_std(stream) {
                     Ok(s) => s,
                     Err(e) => {
@@ -271,6 +316,9 @@ pub async fn serve_with(
     let _ = tokio::task::spawn_blocking(move || io.stop()).await;
     Ok(())
 }
+
+/// What a connection over `max_connections_per_client` gets before it is closed.
+const CLIENT_LIMIT_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 40\r\nConnection: close\r\n\r\ntoo many open connections from your host";
 
 /// What a connection over `max_connections` gets before it is closed.
 const CONNECTION_LIMIT_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 25\r\nConnection: close\r\n\r\ntoo many open connections";

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sis::agent::FeedOptions;
 use sis::config::{
-    AgentArgs, Cli, Command, CommonArgs, LogFormat, MigrateArgs, S3Args, ServerArgs,
+    AgentArgs, Cli, Command, CommonArgs, LogFormat, MigrateArgs, S3Args, ServerArgs, SignArgs,
 };
 use sis::imaging::Limits;
 use sis::metrics::Metrics;
@@ -36,7 +36,44 @@ fn main() -> ExitCode {
             run(agent(args, poll_interval))
         }
         Command::Migrate(args) => run(migrate(args)),
+        Command::Sign(args) => sign(&args),
     }
+}
+
+/// `sis sign URL`: prints the signed URL.
+fn sign(args: &SignArgs) -> ExitCode {
+    let Some(key) = args.sign_key.iter().find(|k| !k.is_empty()) else {
+        eprintln!("sis sign: give --sign-key KEY (or SIS_SIGN_KEYS)");
+        return ExitCode::from(2);
+    };
+    let exp = args.exp.or_else(|| {
+        args.expires_in
+            .map(|d| sis::http::guard::now_unix().saturating_add(d.as_secs()))
+    });
+    match sis::http::guard::sign_url(&args.url, key.as_bytes(), exp) {
+        Ok(url) => {
+            println!("{url}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sis sign: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Connection limits and the variant guard from the flags.
+fn serve_options(c: &CommonArgs) -> Result<sis::ServeOptions, Box<dyn std::error::Error>> {
+    let guard = c
+        .variant_guard(&state_options(c).limits)
+        .map_err(|e| format!("variant policy: {e}"))?;
+    tracing::info!(
+        variants = ?guard.policy(),
+        "variant policy"
+    );
+    let mut opts = sis::ServeOptions::from(c);
+    opts.variant_guard = Some(Arc::new(guard));
+    Ok(opts)
 }
 
 /// glibc gives every thread that allocates its own malloc arena (up to 8 per core), and
@@ -129,6 +166,7 @@ async fn agent(
     poll_interval: std::time::Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
     let c = &args.common;
+    let opts = serve_options(c)?;
     let metrics = Metrics::new("agent")?;
     let upstream = Arc::new(Upstream::new(
         UpstreamConfig {
@@ -180,7 +218,7 @@ async fn agent(
             stop.cancel();
         }
     };
-    let served = sis::serve_with(listener, state, shutdown, c.into()).await;
+    let served = sis::serve_with(listener, state, shutdown, opts).await;
     stop.cancel();
     let _ = feed.await;
     served?;
@@ -233,6 +271,7 @@ async fn open_store(spec: &str, s3: &S3Args) -> Result<Opened, Box<dyn std::erro
 
 async fn server(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
     let c = &args.common;
+    let opts = serve_options(c)?;
     let spec = args
         .storage
         .clone()
@@ -274,7 +313,7 @@ async fn server(args: ServerArgs) -> Result<(), Box<dyn std::error::Error>> {
         auth = c.api_token.is_some(),
         "listening on {addr}"
     );
-    let served = sis::serve_with(listener, state, sis::shutdown::signal(), c.into()).await;
+    let served = sis::serve_with(listener, state, sis::shutdown::signal(), opts).await;
     stop.cancel();
     let _ = follower.await;
     if let Some(g) = gauges {

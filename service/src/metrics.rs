@@ -33,6 +33,10 @@ pub struct Metrics {
     pub resize_duration: Histogram,
     pub resize_queue_depth: IntGauge,
     pub resize_rejected: IntCounter,
+    /// Variant requests refused by the variant policy (`crate::http::guard`), by reason.
+    pub variant_refusals: IntCounterVec,
+    /// Connections and bodies cut by the per-client limits (`crate::limits`), by reason.
+    pub client_limits: IntCounterVec,
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub build_info: IntGaugeVec,
@@ -178,6 +182,26 @@ impl Metrics {
                     "Resize jobs refused because the queue was full",
                 )?,
             )?,
+            variant_refusals: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sis_variant_refusals_total",
+                        "Variant requests refused by the --variants policy (403), by reason",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
+            client_limits: reg(
+                r,
+                IntCounterVec::new(
+                    Opts::new(
+                        "sis_client_limit_hits_total",
+                        "Connections refused or bodies cut by per-client limits, by reason",
+                    ),
+                    &["reason"],
+                )?,
+            )?,
             upstream_requests: reg(
                 r,
                 IntCounterVec::new(
@@ -217,6 +241,13 @@ impl Metrics {
             m.cache_evictions.with_label_values(&[kind]);
             m.cache_bytes.with_label_values(&[kind]);
             m.cache_entries.with_label_values(&[kind]);
+        }
+        // Zero series exist from the start, so rates and alerts see them before a refusal.
+        for reason in crate::http::guard::REFUSAL_REASONS {
+            m.variant_refusals.with_label_values(&[reason]);
+        }
+        for reason in ["per-client-connections", "slow-body"] {
+            m.client_limits.with_label_values(&[reason]);
         }
         #[cfg(target_os = "linux")]
         {
@@ -292,6 +323,8 @@ mod tests {
             "sis_storage_bytes",
             "sis_resize_queue_depth",
             "sis_resize_rejected_total",
+            "sis_variant_refusals_total",
+            "sis_client_limit_hits_total",
             "sis_build_info{mode=\"server\",version=\"0.1.0\"} 1",
         ] {
             assert!(text.contains(name), "{name} missing");

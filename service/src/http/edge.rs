@@ -12,8 +12,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::Write;
 use std::pin::Pin;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -26,18 +26,25 @@ use tower::ServiceExt;
 use tracing::Instrument;
 
 use super::content_length;
+use super::guard::VariantGuard;
 use super::upload::UploadLimits;
+use crate::client_limits::{MinRate, MinRateBody};
 use crate::error::{Error, Failure};
 use crate::state::AppState;
 
 /// Settings of the edge (from [`crate::ServeOptions`]).
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct EdgeOptions {
     /// A request with a body must be handled within this long (body included) or it
     /// gets 408 and the connection is closed.
     pub body_deadline: Duration,
     /// Limits on multipart uploads, handed to the upload handlers.
     pub upload: UploadLimits,
+    /// The variant policy ([`super::guard`]), handed to requests with a query string
+    /// (only they can ask for variants); `None` = open.
+    pub guard: Option<Arc<VariantGuard>>,
+    /// Slowest a request body may arrive ([`crate::client_limits::MinRateBody`]).
+    pub min_body_rate: MinRate,
 }
 
 impl Default for EdgeOptions {
@@ -45,6 +52,8 @@ impl Default for EdgeOptions {
         Self {
             body_deadline: Duration::from_secs(120),
             upload: UploadLimits::default(),
+            guard: None,
+            min_body_rate: MinRate::default(),
         }
     }
 }
@@ -82,10 +91,41 @@ impl App {
         let has_body = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH)
             || content_length(req.headers()).is_some_and(|n| n > 0)
             || req.headers().contains_key(header::TRANSFER_ENCODING);
+        let mut too_slow = None;
         if has_body {
             req.extensions_mut().insert(self.opts.upload);
+            let (parts, body) = req.into_parts();
+            let (body, tripped) = MinRateBody::wrap(body, self.opts.min_body_rate);
+            req = Request::from_parts(parts, body);
+            too_slow = Some(tripped);
         }
+        if let Some(g) = &self.opts.guard
+            && req.uri().query().is_some()
+        {
+            req.extensions_mut().insert(Arc::clone(g));
+        }
+        let min_rate = self.opts.min_body_rate;
+        let metrics = too_slow
+            .as_ref()
+            .map(|_| self.state.metrics.client_limits.clone());
         let mut resp = self.observe(req, has_body).await;
+        if let (Some(tripped), Some(metrics)) = (too_slow, metrics)
+            && tripped.load(std::sync::atomic::Ordering::SeqCst)
+        {
+            // Whatever the handler made of the cut body, the client gets a 408 and the
+            // connection is closed (the rest of its body is not read).
+            metrics.with_label_values(&["slow-body"]).inc();
+            tracing::warn!(
+                min_bytes_per_sec = min_rate.bytes_per_sec,
+                grace = ?min_rate.grace,
+                "request body too slow, closing"
+            );
+            let id = resp.headers().get("x-request-id").cloned();
+            resp = slow_body(min_rate);
+            if let Some(id) = id {
+                resp.headers_mut().insert("x-request-id", id);
+            }
+        }
         resp.headers_mut().insert(
             header::ACCESS_CONTROL_ALLOW_ORIGIN,
             HeaderValue::from_static("*"),
@@ -256,6 +296,22 @@ fn preflight() -> Response {
             .insert(name, HeaderValue::from_static(value));
     }
     r
+}
+
+/// The answer to a body cut by the minimum-rate rule.
+fn slow_body(rate: MinRate) -> Response {
+    let body = serde_json::json!({
+        "error": format!(
+            "request body arrived slower than {} bytes/s after {} s; connection closed",
+            rate.bytes_per_sec,
+            rate.grace.as_secs()
+        ),
+        "code": "body-too-slow",
+    });
+    let mut resp = (StatusCode::REQUEST_TIMEOUT, axum::Json(body)).into_response();
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    resp
 }
 
 /// The answer when a request with a body was not handled within the deadline: a client

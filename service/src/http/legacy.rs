@@ -187,6 +187,10 @@ async fn download(state: AppState, req: Request, with_name: bool, stretch: bool)
             None
         };
         if stretch {
+            // The variant policy applies here too; `md5` and `file_name` address the image.
+            let guard = req.extensions.get();
+            let pairs =
+                super::guard::admit(&state, guard, req.uri.path(), pairs, &["md5", "file_name"])?;
             let spec = params::legacy_size(&pairs, &state.limits)?;
             let canonical = params::canonical(&spec);
             serve::variant_response(

@@ -4,6 +4,7 @@
 //! (conditional requests, ranges, resizing through the cache) lives in `serve`.
 
 mod edge;
+pub mod guard;
 mod health;
 pub mod internal;
 mod legacy;

@@ -141,13 +141,15 @@ fn parse_name(s: &str) -> Result<FileName, Error> {
 async fn get_image(
     state: &AppState,
     headers: &HeaderMap,
-    query: Option<&str>,
+    uri: &axum::http::Uri,
+    guard: Option<&std::sync::Arc<super::guard::VariantGuard>>,
     md5: &str,
     name: Option<&str>,
 ) -> Result<Response, Error> {
     let md5 = parse_md5(md5)?;
     let name = name.map(parse_name).transpose()?;
-    let pairs = query_pairs(query);
+    // The variant policy (presets, signed URLs) admits the parameters before they are parsed.
+    let pairs = super::guard::admit(state, guard, uri.path(), query_pairs(uri.query()), &[])?;
     match params::v1(&pairs, &state.limits)? {
         None => {
             let img = images::load_original(state, &md5, name.as_ref()).await?;
@@ -171,8 +173,8 @@ async fn read(
     Path(p): Path<ImagePath>,
     req: Request,
 ) -> Result<Response, Failure> {
-    let (headers, query) = (req.headers(), req.uri().query());
-    Ok(get_image(&state, headers, query, &p.md5, p.name.as_deref()).await?)
+    let (headers, uri, guard) = (req.headers(), req.uri(), req.extensions().get());
+    Ok(get_image(&state, headers, uri, guard, &p.md5, p.name.as_deref()).await?)
 }
 
 #[derive(Serialize)]
