@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Browser test of the upload page (GET /): real `sis server` processes on loopback, Debian's
-# Chromium driven by playwright-core (upload.spec.mjs beside this file).
+# Browser tests of the upload page (GET /) and the gallery (GET /gallery): real `sis server`
+# processes on loopback, Debian's Chromium driven by playwright-core (upload.spec.mjs and
+# gallery.spec.mjs beside this file).
 #
 # Self-contained area script: installs Chromium (apt) and playwright-core (npm, into
 # $SIS_CACHE_DIR/node, never into the repo) when missing, builds `sis`, starts two servers on
-# free 127.0.0.1 ports (one plain, one with --api-token), runs the spec, cleans up.
+# free 127.0.0.1 ports (one plain, one with --api-token, one with --api-token for the gallery),
+# runs the specs, cleans up.
 # Screenshots: $SIS_ARTIFACT_DIR/browser (default target/test-artifacts/browser).
 # Ends with `N passed, N failed`; exits non-zero on any failure. Never skips.
 set -euo pipefail
@@ -98,26 +100,41 @@ PLAIN_URL=$URL
 TOKEN="browser-test-$RANDOM$RANDOM"
 start_server token --api-token "$TOKEN"
 TOKEN_URL=$URL
-log "servers: $PLAIN_URL, $TOKEN_URL (token)"
+start_server gallery --api-token "$TOKEN"
+GALLERY_URL=$URL
+log "servers: $PLAIN_URL, $TOKEN_URL (token), $GALLERY_URL (gallery, token)"
 
 # ---- run the spec ----
 rm -rf "$ARTIFACT_DIR"
 mkdir -p "$ARTIFACT_DIR"
 rc=0
-SIS_URL="$PLAIN_URL" SIS_TOKEN_URL="$TOKEN_URL" SIS_TOKEN="$TOKEN" SIS_NODE_DIR="$NODE_DIR" \
-  SIS_WORK_DIR="$WORK" SIS_ARTIFACT_DIR="$ARTIFACT_DIR" CHROMIUM="$CHROMIUM" \
-  timeout 300 node "$HERE/upload.spec.mjs" >"$WORK/spec.out" 2>&1 || rc=$?
-last=$(tail -n 1 "$WORK/spec.out")
-if [ "$rc" -ne 0 ]; then
-  log "spec exited $rc; server logs:"
-  for name in plain token; do tail -n 15 "$WORK/$name/log" | sed "s/^/[$name] /" >&2; done
-fi
-head -n -1 "$WORK/spec.out"
-if [[ "$last" =~ ^[0-9]+\ passed,\ [0-9]+\ failed$ ]]; then
-  [ "$rc" -eq 0 ] || [[ "$last" != *" 0 failed" ]] || last="${last% 0 failed} 1 failed"
-  echo "$last"
-else
-  echo "$last"
-  echo "0 passed, 1 failed"
-fi
+total_passed=0
+total_failed=0
+# run_spec FILE SERVER-NAMES...: runs one spec, adds its counts to the totals.
+run_spec() {
+  local spec=$1 src=0 last p f
+  shift
+  SIS_URL="$PLAIN_URL" SIS_TOKEN_URL="$TOKEN_URL" SIS_TOKEN="$TOKEN" SIS_GALLERY_URL="$GALLERY_URL" \
+    SIS_NODE_DIR="$NODE_DIR" SIS_WORK_DIR="$WORK" SIS_ARTIFACT_DIR="$ARTIFACT_DIR" CHROMIUM="$CHROMIUM" \
+    timeout 300 node "$HERE/$spec" >"$WORK/spec.out" 2>&1 || src=$?
+  last=$(tail -n 1 "$WORK/spec.out")
+  if [ "$src" -ne 0 ]; then
+    log "$spec exited $src; server logs:"
+    for name in "$@"; do tail -n 15 "$WORK/$name/log" | sed "s/^/[$name] /" >&2; done
+    rc=$src
+  fi
+  head -n -1 "$WORK/spec.out"
+  if [[ "$last" =~ ^([0-9]+)\ passed,\ ([0-9]+)\ failed$ ]]; then
+    p=${BASH_REMATCH[1]} f=${BASH_REMATCH[2]}
+    [ "$src" -eq 0 ] || [ "$f" -ne 0 ] || f=1
+  else
+    echo "$last"
+    p=0 f=1
+  fi
+  total_passed=$((total_passed + p))
+  total_failed=$((total_failed + f))
+}
+run_spec upload.spec.mjs plain token
+run_spec gallery.spec.mjs gallery
+echo "$total_passed passed, $total_failed failed"
 exit "$rc"
