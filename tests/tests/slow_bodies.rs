@@ -117,7 +117,12 @@ async fn upload_at(url: &str, body: Vec<u8>, bits_per_sec: u64) -> (u16, String,
     let len = body.len();
     let stream = futures_util_stream(body, per_tick);
     let start = Instant::now();
-    let resp = client()
+    // Not the harness's 30 s client: 50 MiB at 2 Mbit/s takes 3.5 minutes.
+    let slow_client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let resp = slow_client
         .post(url)
         .header("content-length", len)
         .body(reqwest::Body::wrap_stream(stream))
