@@ -11,13 +11,20 @@
 //!
 //! It prints the median time per call of each and the ratios full/sis and naive/sis (higher
 //! means `sis` is faster). No assertion on timings: this is information, not a test.
+//!
+//! A second table times the `/v1` pipeline's heavier features on the production path only:
+//! animated GIF resize (100 frames of 480x270 → 240 px, into GIF and into WebP), thumbnail
+//! encodes (JPEG, lossy and lossless WebP, AVIF), smart versus centred cover crops, blur and
+//! sharpen, and the BlurHash/dominant-colour placeholder.
 
 use std::hint::black_box;
 use std::io::Cursor;
 use std::time::{Duration, Instant};
 
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
-use sis::imaging::{Fit, Format, Limits, ResizeSpec, resize, resize_reference};
+use sis::imaging::{
+    Effects, Fit, Format, Gravity, Limits, ResizeSpec, placeholder, resize, resize_reference,
+};
 
 /// A deterministic "photo": gradients, a few soft shapes and noise, so that JPEG entropy and
 /// decode cost resemble a real picture more than a flat gradient would.
@@ -54,6 +61,144 @@ fn jpeg_q85(img: &DynamicImage) -> Vec<u8> {
         panic!("encode corpus: {e}");
     }
     out
+}
+
+/// `n` frames of `w`×`h`, each a shifted "photo", 40 ms apart, looping forever.
+fn animated_gif(w: u32, h: u32, n: u32) -> Vec<u8> {
+    let base = photo(w * 2, h).to_rgba8();
+    let mut out = Vec::new();
+    {
+        let mut enc = image::codecs::gif::GifEncoder::new_with_speed(&mut out, 30);
+        if let Err(e) = enc.set_repeat(image::codecs::gif::Repeat::Infinite) {
+            panic!("encode corpus: {e}");
+        }
+        let frames = (0..n).map(|i| {
+            let dx = i * w / n;
+            let img = image::imageops::crop_imm(&base, dx, 0, w, h).to_image();
+            image::Frame::from_parts(img, 0, 0, image::Delay::from_numer_denom_ms(40, 1))
+        });
+        if let Err(e) = enc.encode_frames(frames) {
+            panic!("encode corpus: {e}");
+        }
+    }
+    out
+}
+
+/// The `/v1` feature table (see the module docs).
+fn pipeline_table(budget: Duration, min_iters: usize, jpeg2: &[u8], jpeg12: &[u8]) {
+    let limits = Limits::default();
+    println!("building animated corpus (100 frames of 480x270)...");
+    let gif = animated_gif(480, 270, 100);
+    let thumb = |format, lossless| ResizeSpec {
+        width: Some(300),
+        height: Some(200),
+        fit: Fit::Cover,
+        format: Some(format),
+        quality: Some(75),
+        lossless,
+        to_srgb: true,
+        ..ResizeSpec::default()
+    };
+    let animated = |format| ResizeSpec {
+        width: Some(240),
+        format: Some(format),
+        still: false,
+        lossless: false,
+        ..ResizeSpec::default()
+    };
+    let cover = |gravity| ResizeSpec {
+        width: Some(300),
+        height: Some(300),
+        fit: Fit::Cover,
+        gravity,
+        format: Some(Format::Jpeg),
+        ..ResizeSpec::default()
+    };
+    let effects = |fx| ResizeSpec {
+        width: Some(1000),
+        format: Some(Format::Jpeg),
+        effects: fx,
+        ..ResizeSpec::default()
+    };
+    let cases: Vec<(&str, &[u8], ResizeSpec)> = vec![
+        ("gif 100x480x270 -> 240 gif", &gif, animated(Format::Gif)),
+        ("gif 100x480x270 -> 240 webp", &gif, animated(Format::Webp)),
+        (
+            "jpeg 2MP -> 300x200 jpeg",
+            jpeg2,
+            thumb(Format::Jpeg, false),
+        ),
+        (
+            "jpeg 2MP -> 300x200 webp q75",
+            jpeg2,
+            thumb(Format::Webp, false),
+        ),
+        (
+            "jpeg 2MP -> 300x200 webp lossless",
+            jpeg2,
+            thumb(Format::Webp, true),
+        ),
+        (
+            "jpeg 2MP -> 300x200 avif q75",
+            jpeg2,
+            thumb(Format::Avif, false),
+        ),
+        (
+            "jpeg 12MP -> 300x300 cover centre",
+            jpeg12,
+            cover(Gravity::CENTER),
+        ),
+        (
+            "jpeg 12MP -> 300x300 cover smart",
+            jpeg12,
+            cover(Gravity::Smart),
+        ),
+        (
+            "jpeg 2MP -> 1000 blur 5",
+            jpeg2,
+            effects(Effects {
+                blur_tenths: Some(50),
+                ..Effects::default()
+            }),
+        ),
+        (
+            "jpeg 2MP -> 1000 sharpen 1",
+            jpeg2,
+            effects(Effects {
+                sharpen_tenths: Some(10),
+                ..Effects::default()
+            }),
+        ),
+    ];
+    println!("{:<36} {:>10} {:>10}", "v1 pipeline case", "ms", "out KB");
+    for (name, bytes, spec) in cases {
+        let mut size = 0;
+        let t = time(budget, min_iters, || match resize(bytes, &spec, &limits) {
+            Ok(e) => {
+                size = e.bytes.len();
+                black_box(e);
+            }
+            Err(e) => panic!("{name}: {e}"),
+        });
+        println!(
+            "{:<36} {:>10.2} {:>10.1}",
+            name,
+            ms(t),
+            size as f64 / 1024.0
+        );
+    }
+    let t = time(budget, min_iters, || match placeholder(jpeg12, &limits) {
+        Ok(p) => {
+            black_box(p);
+        }
+        Err(e) => panic!("placeholder: {e}"),
+    });
+    println!(
+        "{:<36} {:>10.2} {:>10}",
+        "jpeg 12MP placeholder",
+        ms(t),
+        "-"
+    );
 }
 
 /// The straightforward implementation: everything through the `image` crate.
@@ -216,4 +361,5 @@ fn main() {
             plain.as_secs_f64() / ours.as_secs_f64(),
         );
     }
+    pipeline_table(budget, min_iters, &jpeg2, &jpeg12);
 }

@@ -755,6 +755,30 @@ mod tests {
     }
 
     #[test]
+    fn normalising_is_idempotent() {
+        let all = Accepts {
+            avif: true,
+            webp: true,
+        };
+        for query in [
+            "w=100",
+            "w=10&h=10&fit=cover&gravity=smart&q=5",
+            "w=10&h=10&pad=1&bg=ff000080&format=webp",
+            "format=auto&frames=1&blur=2",
+            "h=50&format=jpeg&bg=00ff00&progressive=1",
+        ] {
+            for source in Format::ALL {
+                let (spec, key) = p(query).resolve(all, source);
+                assert_eq!(
+                    v1_canonical(&normalise(spec, source)),
+                    key,
+                    "{query} on {source}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn accept_header_parsing() {
         let a = Accepts::from_header(Some("image/avif,image/webp,image/apng,*/*;q=0.8"));
         assert!(a.avif && a.webp);
