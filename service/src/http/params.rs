@@ -117,7 +117,9 @@ impl V1Params {
     pub fn resolve(&self, accepts: Accepts, source: Format) -> (ResizeSpec, String) {
         let format = match self.format {
             FormatChoice::Keep => None,
-            FormatChoice::Auto if accepts.avif => Some(Format::Avif),
+            // AVIF cannot hold an animation sis writes: GIF and WebP sources (which may be
+            // animated) negotiate WebP or keep their format.
+            FormatChoice::Auto if accepts.avif && !source.can_animate() => Some(Format::Avif),
             FormatChoice::Auto if accepts.webp => Some(Format::Webp),
             FormatChoice::Auto => None,
             FormatChoice::Fixed(f) => Some(f),
@@ -571,6 +573,24 @@ mod tests {
         assert_ne!(
             auto.resolve(webp, Format::Png).1,
             auto.resolve(Accepts::default(), Format::Png).1
+        );
+        let both = Accepts {
+            avif: true,
+            webp: true,
+        };
+        assert_eq!(
+            auto.resolve(both, Format::Jpeg).0.format,
+            Some(Format::Avif)
+        );
+        // Possibly animated sources never negotiate AVIF (it would drop the animation).
+        assert_eq!(auto.resolve(both, Format::Gif).0.format, Some(Format::Webp));
+        let avif_only = Accepts {
+            avif: true,
+            webp: false,
+        };
+        assert_eq!(
+            auto.resolve(avif_only, Format::Gif).0.format,
+            Some(Format::Gif)
         );
     }
 
