@@ -4,11 +4,12 @@
 //! fits the limits.
 //!
 //! Input layout: bytes 0..4 pick the spec (width, height, fit, format/quality), the rest is
-//! the image.
+//! the image. Their low bits also pick the `/v1` extras: animation kept or not, rotation,
+//! smart gravity, padding, lossless WebP and enlargement.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use sis::imaging::{Fit, Format, Limits, ResizeSpec, probe, resize, sniff};
+use sis::imaging::{Effects, Fit, Format, Gravity, Limits, ResizeSpec, probe, resize, sniff};
 
 const LIMITS: Limits = Limits { max_side: 256, max_output_pixels: 65_536, max_input_pixels: 1 << 20 };
 
@@ -27,12 +28,26 @@ fuzz_target!(|data: &[u8]| {
         width: side(head[0]),
         height: side(head[1]),
         fit: [Fit::Contain, Fit::Cover, Fit::Fill, Fit::Stretch][usize::from(head[2] & 3)],
-        format: [None, Some(Format::Jpeg), Some(Format::Png), Some(Format::Gif), Some(Format::Webp)]
-            [usize::from(head[2] >> 2) % 5],
+        format: [
+            None,
+            Some(Format::Jpeg),
+            Some(Format::Png),
+            Some(Format::Gif),
+            Some(Format::Webp),
+            Some(Format::Avif),
+        ][usize::from(head[2] >> 2) % 6],
         quality: match head[3] {
             0 => None,
             q => Some(q % 101),
         },
+        gravity: if head[2] & 0x80 != 0 { Gravity::Smart } else { Gravity::CENTER },
+        pad: head[3] & 1 != 0,
+        enlarge: head[3] & 4 == 0,
+        lossless: head[3] & 2 == 0,
+        still: head[0] & 1 == 0,
+        to_srgb: true,
+        effects: Effects { rotate: [0, 90, 180, 270][usize::from(head[1] & 3)], ..Effects::default() },
+        ..ResizeSpec::default()
     };
     let probed = probe(bytes, &LIMITS);
     if let Ok(p) = &probed {

@@ -112,7 +112,12 @@ fn check_parsers(query: &[u8]) {
             assert!(u64::from(w) * u64::from(h) <= l.max_output_pixels);
         }
         assert!(p.quality.is_none_or(|q| (1..=100).contains(&q)));
-        let (a, b) = (p.resolve(true).1, p.resolve(true).1);
-        assert_eq!(a, b, "canonical form is deterministic");
+        let accepts = params::Accepts { avif: true, webp: true };
+        for source in sis::imaging::Format::ALL {
+            let ((spec, a), (_, b)) = (p.resolve(accepts, source), p.resolve(accepts, source));
+            assert_eq!(a, b, "canonical form is deterministic");
+            // Normalising is idempotent: a normalised spec keys the same.
+            assert_eq!(params::v1_canonical(&params::normalise(spec, source)), a);
+        }
     }
 }
