@@ -39,6 +39,10 @@ use sis_operator::metrics::Metrics;
 use sis_operator::validate::{Defaults, default_image};
 use tokio_util::sync::CancellationToken;
 
+/// How long a requested shutdown may take before the process leaves anyway (below the usual
+/// 30 s `terminationGracePeriodSeconds`).
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(20);
+
 #[derive(Parser, Debug)]
 #[command(
     name = "sis-operator",
@@ -144,6 +148,7 @@ fn run(args: RunArgs) -> ExitCode {
 }
 
 async fn serve(args: RunArgs) -> ExitCode {
+    install_crypto_provider();
     if args.renew_deadline >= args.lease_duration {
         tracing::error!("--renew-deadline must be shorter than --lease-duration");
         return ExitCode::from(2);
@@ -210,7 +215,19 @@ async fn serve(args: RunArgs) -> ExitCode {
         identity,
         versions: None,
     };
-    let result = controller::run(client, config, metrics, health, shutdown.clone()).await;
+    let run = controller::run(client, config, metrics, health, shutdown.clone());
+    let result = tokio::select! {
+        result = run => result,
+        () = async {
+            shutdown.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => {
+            // A controller whose watches never started (e.g. the CRD is not installed) may not
+            // wind down on its own; leave before the kubelet's SIGKILL instead of hanging.
+            tracing::warn!(grace = ?SHUTDOWN_GRACE, "the controller did not stop in time; exiting");
+            Ok(())
+        }
+    };
     shutdown.cancel();
     if let Ok(Err(error)) = http_server.await {
         tracing::warn!(%error, "metrics server failed");
@@ -224,6 +241,16 @@ async fn serve(args: RunArgs) -> ExitCode {
             tracing::error!(%error, "the apiserver could not be reached");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Make ring rustls' process-wide crypto provider before any TLS client exists. kube's client
+/// asks rustls for the default provider; when the build enables more than one (the workspace
+/// built as a whole: `sis` brings aws-lc-rs through object_store), rustls cannot choose and
+/// panics. An already installed provider (a test harness) is kept.
+fn install_crypto_provider() {
+    if rustls::crypto::CryptoProvider::get_default().is_none() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
     }
 }
 
