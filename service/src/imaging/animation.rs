@@ -10,8 +10,10 @@
 //! [`MAX_ANIMATION_OUTPUT_PIXELS`] (the output frames are held until encoded). Over either, the
 //! request fails with [`ImagingError::TooLarge`] (HTTP 422) saying so — never a silent still.
 //!
-//! Only one decoded canvas exists at a time; animated WebP is written by [`mux_webp`] (each
-//! frame a full-canvas ANMF without blending), so every frame keeps its exact duration.
+//! Frames stream through: one decoded canvas and one output frame exist at a time, each output
+//! frame going straight into the GIF encoder or into a still WebP, so only compressed output
+//! accumulates. Animated WebP is written by [`mux_webp`] (each frame a full-canvas ANMF without
+//! blending), so every frame keeps its exact duration.
 
 use std::io::Cursor;
 
@@ -28,10 +30,35 @@ pub const MAX_ANIMATION_PIXELS: u64 = 400_000_000;
 /// Most output pixels over all frames (`frames × output size`) of one animation.
 pub const MAX_ANIMATION_OUTPUT_PIXELS: u64 = 60_000_000;
 
-/// One output frame.
-struct OutFrame {
-    image: RgbaImage,
-    delay_ms: u32,
+/// Where finished frames go, one at a time: only compressed output accumulates.
+enum Sink<'a> {
+    Gif(image::codecs::gif::GifEncoder<&'a mut Vec<u8>>),
+    /// Still WebPs of each frame with their delays, muxed at the end.
+    Webp(Vec<(Vec<u8>, u32)>),
+}
+
+impl Sink<'_> {
+    fn push(
+        &mut self,
+        image: RgbaImage,
+        delay_ms: u32,
+        spec: &ResizeSpec,
+    ) -> Result<(), ImagingError> {
+        match self {
+            Sink::Gif(enc) => enc
+                .encode_frame(image::Frame::from_parts(
+                    image,
+                    0,
+                    0,
+                    image::Delay::from_numer_denom_ms(delay_ms, 1),
+                ))
+                .map_err(|e| ImagingError::Internal(format!("encode gif frame: {e}"))),
+            Sink::Webp(frames) => {
+                frames.push((encode_webp_still(image, spec)?, delay_ms));
+                Ok(())
+            }
+        }
+    }
 }
 
 /// Resizes every frame of an animated GIF or WebP `bytes` (whose `header` counted more than one
@@ -70,58 +97,86 @@ pub(crate) fn resize_animation(
     }
     let err = map_image_error(header.format);
     let (loop_count, decoded) = decode(bytes, header.format, limits)?;
-    let mut out_frames = Vec::with_capacity(header.frames);
-    for (i, frame) in decoded.enumerate() {
-        if i >= header.frames.max(1) * 2 {
-            // The decoder found far more frames than the headers declared: refuse.
+    let loops = match loop_count {
+        LoopCount::Infinite => 0,
+        LoopCount::Finite(n) => u16::try_from(n.get()).unwrap_or(u16::MAX),
+    };
+    let mut count = 0usize;
+    let mut size = (1, 1);
+    let mut gif_out = Vec::new();
+    // A block, so the GIF encoder's borrow of `gif_out` ends before it is returned.
+    let webp_frames = {
+        let mut sink = match out {
+            Format::Gif => {
+                let mut enc = image::codecs::gif::GifEncoder::new_with_speed(&mut gif_out, 10);
+                let repeat = match loops {
+                    0 => image::codecs::gif::Repeat::Infinite,
+                    n => image::codecs::gif::Repeat::Finite(n),
+                };
+                enc.set_repeat(repeat)
+                    .map_err(|e| ImagingError::Internal(format!("encode gif: {e}")))?;
+                Sink::Gif(enc)
+            }
+            Format::Webp => Sink::Webp(Vec::with_capacity(header.frames)),
+            other => return Err(ImagingError::Internal(format!("{other} cannot animate"))),
+        };
+        for (i, frame) in decoded.enumerate() {
+            if i >= header.frames.max(1) * 2 {
+                // The decoder found far more frames than the headers declared: refuse.
+                return Err(ImagingError::Corrupt(format!(
+                    "{}: more frames than its headers declare",
+                    header.format
+                )));
+            }
+            let frame = frame.map_err(&err)?;
+            let (num, den) = frame.delay().numer_denom_ms();
+            let delay_ms = num.checked_div(den).unwrap_or(0);
+            let buffer = frame.into_buffer();
+            if buffer.dimensions() != (header.width, header.height) {
+                return Err(ImagingError::Corrupt(format!(
+                    "{}: frame of {}x{} on a {}x{} canvas",
+                    header.format,
+                    buffer.width(),
+                    buffer.height(),
+                    header.width,
+                    header.height
+                )));
+            }
+            let pixels = Pixels {
+                width: buffer.width(),
+                height: buffer.height(),
+                data: buffer.into_raw(),
+                layout: Layout::Rgba,
+            };
+            if i == 0 && raw_plan.smart {
+                // The first frame decides where a smart crop goes, for all of them.
+                raw_plan = place_smart(&pixels, raw_plan, header.width);
+            }
+            let resized = resize_pixels(pixels, &raw_plan, header.width)?;
+            let img = RgbaImage::from_raw(resized.width, resized.height, resized.data)
+                .ok_or_else(|| ImagingError::Internal("frame buffer size mismatch".into()))?;
+            let img = finish(DynamicImage::ImageRgba8(img), &raw_plan, spec, out).into_rgba8();
+            size = img.dimensions();
+            sink.push(img, delay_ms, spec)?;
+            count += 1;
+        }
+        if count == 0 {
             return Err(ImagingError::Corrupt(format!(
-                "{}: more frames than its headers declare",
+                "{}: no decodable frame",
                 header.format
             )));
         }
-        let frame = frame.map_err(&err)?;
-        let (num, den) = frame.delay().numer_denom_ms();
-        let delay_ms = num.checked_div(den).unwrap_or(0);
-        let buffer = frame.into_buffer();
-        if buffer.dimensions() != (header.width, header.height) {
-            return Err(ImagingError::Corrupt(format!(
-                "{}: frame of {}x{} on a {}x{} canvas",
-                header.format,
-                buffer.width(),
-                buffer.height(),
-                header.width,
-                header.height
-            )));
+        match sink {
+            Sink::Gif(enc) => {
+                drop(enc); // writes the trailer
+                None
+            }
+            Sink::Webp(frames) => Some(frames),
         }
-        let pixels = Pixels {
-            width: buffer.width(),
-            height: buffer.height(),
-            data: buffer.into_raw(),
-            layout: Layout::Rgba,
-        };
-        if i == 0 && raw_plan.smart {
-            // The first frame decides where a smart crop goes, for all of them.
-            raw_plan = place_smart(&pixels, raw_plan, header.width);
-        }
-        let resized = resize_pixels(pixels, &raw_plan, header.width)?;
-        let img = RgbaImage::from_raw(resized.width, resized.height, resized.data)
-            .ok_or_else(|| ImagingError::Internal("frame buffer size mismatch".into()))?;
-        let img = finish(DynamicImage::ImageRgba8(img), &raw_plan, spec, out).into_rgba8();
-        out_frames.push(OutFrame {
-            image: img,
-            delay_ms,
-        });
-    }
-    if out_frames.is_empty() {
-        return Err(ImagingError::Corrupt(format!(
-            "{}: no decodable frame",
-            header.format
-        )));
-    }
-    match out {
-        Format::Gif => encode_gif(out_frames, loop_count),
-        Format::Webp => encode_webp(&out_frames, loop_count, spec),
-        other => Err(ImagingError::Internal(format!("{other} cannot animate"))),
+    };
+    match webp_frames {
+        None => Ok(gif_out),
+        Some(frames) => mux_webp(size.0, size.1, loops, &frames),
     }
 }
 
@@ -153,64 +208,23 @@ fn decode<'a>(
     }
 }
 
-fn encode_gif(frames: Vec<OutFrame>, loop_count: LoopCount) -> Result<Vec<u8>, ImagingError> {
-    let internal = |e: image::ImageError| ImagingError::Internal(format!("encode gif: {e}"));
-    let mut out = Vec::new();
-    {
-        let mut enc = image::codecs::gif::GifEncoder::new_with_speed(&mut out, 10);
-        let repeat = match loop_count {
-            LoopCount::Infinite => image::codecs::gif::Repeat::Infinite,
-            LoopCount::Finite(n) => {
-                image::codecs::gif::Repeat::Finite(u16::try_from(n.get()).unwrap_or(u16::MAX))
-            }
-        };
-        enc.set_repeat(repeat).map_err(internal)?;
-        enc.encode_frames(frames.into_iter().map(|f| {
-            image::Frame::from_parts(
-                f.image,
-                0,
-                0,
-                image::Delay::from_numer_denom_ms(f.delay_ms, 1),
+/// One frame as a still WebP: lossless through the `image` crate, or lossy through libwebp.
+fn encode_webp_still(image: RgbaImage, spec: &ResizeSpec) -> Result<Vec<u8>, ImagingError> {
+    if spec.lossless {
+        let mut out = Vec::new();
+        image::codecs::webp::WebPEncoder::new_lossless(&mut out)
+            .encode(
+                image.as_raw(),
+                image.width(),
+                image.height(),
+                image::ExtendedColorType::Rgba8,
             )
-        }))
-        .map_err(internal)?;
+            .map_err(|e| ImagingError::Internal(format!("encode webp frame: {e}")))?;
+        Ok(out)
+    } else {
+        let quality = spec.quality.unwrap_or(super::DEFAULT_QUALITY);
+        encode_webp_lossy(&DynamicImage::ImageRgba8(image), quality)
     }
-    Ok(out)
-}
-
-fn encode_webp(
-    frames: &[OutFrame],
-    loop_count: LoopCount,
-    spec: &ResizeSpec,
-) -> Result<Vec<u8>, ImagingError> {
-    let quality = spec.quality.unwrap_or(super::DEFAULT_QUALITY);
-    let mut encoded = Vec::with_capacity(frames.len());
-    for f in frames {
-        let still = if spec.lossless {
-            let mut out = Vec::new();
-            image::codecs::webp::WebPEncoder::new_lossless(&mut out)
-                .encode(
-                    f.image.as_raw(),
-                    f.image.width(),
-                    f.image.height(),
-                    image::ExtendedColorType::Rgba8,
-                )
-                .map_err(|e| ImagingError::Internal(format!("encode webp frame: {e}")))?;
-            out
-        } else {
-            encode_webp_lossy(&DynamicImage::ImageRgba8(f.image.clone()), quality)?
-        };
-        encoded.push((still, f.delay_ms));
-    }
-    let (w, h) = frames
-        .first()
-        .map(|f| f.image.dimensions())
-        .unwrap_or((1, 1));
-    let loops = match loop_count {
-        LoopCount::Infinite => 0,
-        LoopCount::Finite(n) => u16::try_from(n.get()).unwrap_or(u16::MAX),
-    };
-    mux_webp(w, h, loops, &encoded)
 }
 
 fn le24(v: u32) -> [u8; 3] {
