@@ -38,6 +38,9 @@ else
   COLD_ROWS=${BENCH_COLD_ROWS:-"p1:64x64 p1:300x200 p1:1200x800 p2:64x64 p2:300x200 p2:1200x800 p12:64x64 p12:300x200 p12:1200x800 p24:64x64 p24:300x200 p24:1200x800"}
 fi
 PROFILE=${BENCH_PROFILE:-1}
+# S3 rows (issue 12): a single-node Ceph (tests/s3/ceph-s3.sh) for sis --storage s3:// and
+# the raw RGW reference; off in smoke runs (Ceph takes ~30 s to start)
+S3_ROWS=${BENCH_S3:-$([[ $SMOKE == 1 ]] && echo 0 || echo 1)}
 SIS_CACHE_SIZE=${BENCH_SIS_CACHE_SIZE:-256MiB}
 CACHE=${SIS_CACHE_DIR:-$HOME/.cache/sis}/bench
 VENV=$CACHE/venv
@@ -101,8 +104,10 @@ install_tools() {
 # ---------------------------------------------------------------- processes we start
 PIDS=()
 WORK=""
+CEPH_DIR=""
 cleanup() {
   local p
+  if [[ -n $CEPH_DIR ]]; then bash "$REPO/tests/s3/ceph-s3.sh" stop "$CEPH_DIR" >/dev/null 2>&1 || true; fi
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
   if [[ -n $WORK && ${BENCH_KEEP:-0} != 1 ]]; then rm -rf "$WORK"; fi
@@ -247,6 +252,9 @@ target_pids() { # target
     nginx*) echo "${NGINX_PID:-}" ;;
     thumbor) echo "${THUMBOR_PID:-}" ;;
     agent) echo "${AGENT_PID:-} ${SIS_PID:-}" ;;
+    "sis s3") echo "${S3_PID:-} ${CEPH_PIDS:-}" ;;
+    "sis disk"*) echo "${COLD_PID:-}" ;;
+    raw\ RGW*) echo "${CEPH_PIDS:-}" ;;
   esac
 }
 
@@ -310,6 +318,79 @@ check_fsync() { # port pid
   sleep 0.5
   kill -INT "$spid" 2>/dev/null || true
   wait "$spid" 2>/dev/null || true
+}
+
+# ---------------------------------------------------------------- S3 rows (issue 12)
+# sis over S3 beside sis over disk, both with --cache-size 0 (every original read comes from
+# the store), and the raw reference: pre-signed PUT/GET of the same bytes straight to the
+# same RGW at the same concurrency (bench/lib/s3raw.py, lua/s3raw.lua). The CPU of the
+# sis s3 and raw rows includes Ceph's processes (mon, osd, radosgw).
+run_s3() { # port-s3 port-cold
+  local d=$WORK/ceph envl c=$CONNS st bucket=sis-bench rows=(8.1 8.2 8.3 8.4)
+  local fail="" S3B="http://127.0.0.1:$1" DB="http://127.0.0.1:$2"
+  log "S3: starting Ceph (tests/s3/ceph-s3.sh)"
+  CEPH_DIR=$d
+  # the monitor refuses to start when its file system has < 5% free (mon_data_avail_crit);
+  # a shared build machine's disk often is that full, and this cluster lives for minutes
+  if ! envl=$(CEPH_ARGS="--mon_data_avail_crit=1" bash "$REPO/tests/s3/ceph-s3.sh" start "$d" 2>"$WORK/ceph.log" |
+    grep -E '^(S3_ENDPOINT|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY)='); then
+    fail="not run: Ceph did not start ($(tail -1 "$WORK/ceph.log"))"
+  fi
+  if [[ -z $fail ]]; then
+    eval "export ${envl//$'\n'/ ; export }"
+    export AWS_REGION=us-east-1
+    CEPH_PIDS=$(cat "$d"/run/*.pid 2>/dev/null | tr '\n' ' ')
+    python3 "$LIB/s3raw.py" bucket --endpoint "$S3_ENDPOINT" --bucket "$bucket" 2>>"$WORK/ceph.log" ||
+      fail="not run: bucket creation failed"
+  fi
+  if [[ -z $fail ]]; then
+    "$SIS" server --listen "127.0.0.1:$1" --storage "s3://$bucket/sis" --s3-endpoint "$S3_ENDPOINT" \
+      --s3-path-style --cache-size 0 --log-level warn >"$WORK/sis-s3.log" 2>&1 &
+    S3_PID=$!
+    PIDS+=("$S3_PID")
+    "$SIS" server --listen "127.0.0.1:$2" --data-dir "$WORK/data" --cache-size 0 --log-level warn \
+      >"$WORK/sis-cold.log" 2>&1 &
+    COLD_PID=$!
+    PIDS+=("$COLD_PID")
+    if ! wait_http "$S3B/healthz" 30 "$S3_PID" || ! wait_http "$DB/healthz" 30 "$COLD_PID"; then
+      fail="not run: sis over S3 did not start ($(tail -2 "$WORK/sis-s3.log"))"
+    elif ! python3 "$LIB/prepare.py" sis --base "$S3B" --corpus "$CORPUS" --out "$WORK" --prefix s3 --only p2 \
+      2>"$WORK/load-s3.log"; then
+      fail="not run: loading the corpus into sis over S3 failed ($(tail -1 "$WORK/load-s3.log"))"
+    fi
+  fi
+  if [[ -n $fail ]]; then
+    for st in "${rows[@]}"; do record_status "$st" "sis s3" "$c" "$fail"; done
+    return 0
+  fi
+  # raw objects: the 2 MP originals under raw-orig/, read back by the raw GET row
+  local i=0 f
+  while read -r f; do
+    python3 "$LIB/s3raw.py" put --endpoint "$S3_ENDPOINT" --bucket "$bucket" \
+      --key "raw-orig/$(printf %06d $i)" --file "$f"
+    i=$((i + 1))
+  done <"$WORK/files_p2.txt"
+  python3 "$LIB/s3raw.py" urls --endpoint "$S3_ENDPOINT" --bucket "$bucket" --method GET \
+    --prefix raw-orig --count "$i" --out "$WORK/raw_get.txt"
+  SETTLE_PIDS=("$S3_PID" "$COLD_PID" $CEPH_PIDS)
+  local cc
+  for cc in 1 $c; do
+    run_wrk 8.1 "sis s3" "$cc" upload.lua "$S3B" BENCH_UPLOAD_FILE="$CORPUS/upload.jpg" BENCH_NONCE="s3c${cc}r$RANDOM"
+    python3 "$LIB/s3raw.py" urls --endpoint "$S3_ENDPOINT" --bucket "$bucket" --method PUT \
+      --prefix "raw-put/c$cc" --count 30000 --out "$WORK/raw_put.txt"
+    run_wrk 8.1 "raw RGW PUT" "$cc" s3raw.lua "$S3_ENDPOINT" BENCH_URLS="$WORK/raw_put.txt" \
+      BENCH_METHOD=PUT BENCH_BODY_FILE="$CORPUS/upload.jpg"
+  done
+  run_wrk 8.2 "sis disk" "$c" rotate.lua "$DB" BENCH_URLS="$WORK/sis_p2_orig.txt"
+  run_wrk 8.2 "sis s3" "$c" rotate.lua "$S3B" BENCH_URLS="$WORK/s3_p2_orig.txt"
+  run_wrk 8.2 "raw RGW GET" "$c" s3raw.lua "$S3_ENDPOINT" BENCH_URLS="$WORK/raw_get.txt" BENCH_METHOD=GET
+  run_wrk 8.3 "sis disk" "$c" rotate.lua "$DB" BENCH_URLS="$WORK/sis_p2.txt" BENCH_W=300 BENCH_H=200
+  run_wrk 8.3 "sis s3" "$c" rotate.lua "$S3B" BENCH_URLS="$WORK/s3_p2.txt" BENCH_W=300 BENCH_H=200
+  RSS_S3=$(python3 "$LIB/procs.py" hwm "$S3_PID")
+  kill "$S3_PID" "$COLD_PID" 2>/dev/null || true
+  wait "$S3_PID" "$COLD_PID" 2>/dev/null || true
+  bash "$REPO/tests/s3/ceph-s3.sh" stop "$d" >/dev/null 2>&1 || true
+  CEPH_DIR=""
 }
 
 # ---------------------------------------------------------------- profiles
@@ -419,8 +500,9 @@ main() {
   RESULTS=$WORK/results.jsonl
   : >"$RESULTS"
   local ports
-  read -r -a ports <<<"$(python3 "$LIB/procs.py" ports 5)"
+  read -r -a ports <<<"$(python3 "$LIB/procs.py" ports 7)"
   local P_NGINX=${ports[0]} P_THUMBOR=${ports[1]} P_SIS=${ports[2]} P_AGENT=${ports[3]} P_PROF=${ports[4]}
+  local P_S3=${ports[5]} P_COLD=${ports[6]}
 
   python3 "$LIB/prepare.py" peers --corpus "$CORPUS" --out "$WORK"
   local nginx_state=ok thumbor_state=ok agent_state=ok
@@ -520,6 +602,8 @@ main() {
   # stop the server before profiling a second instance on the same data dir
   if [[ $agent_state == ok ]]; then kill "$AGENT_PID" 2>/dev/null || true; wait "$AGENT_PID" 2>/dev/null || true; fi
   if [[ $sis_state == ok ]]; then kill "$SIS_PID" 2>/dev/null || true; wait "$SIS_PID" 2>/dev/null || true; fi
+  RSS_S3=0
+  if [[ $S3_ROWS == 1 && $sis_state == ok ]]; then run_s3 "$P_S3" "$P_COLD"; fi
 
   local cpu
   cpu=$(sed -n 's/^model name[[:space:]]*: //p;T;q' /proc/cpuinfo)
@@ -529,6 +613,7 @@ main() {
  "load_start": "$LOAD_START", "nice": $NICE, "load_end": "$(cut -d' ' -f1-3 /proc/loadavg)", "mem": "$(free -g | awk '/^Mem:/{print $2}') GiB",
  "duration_s": $DUR, "connections": $CONNS, "smoke": $SMOKE,
  "sis_cache_size": "$SIS_CACHE_SIZE", "rss_server_kib": $rss_server, "rss_agent_kib": $rss_agent,
+ "rss_s3_kib": ${RSS_S3:-0},
  "sis_commit": "$(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null || echo unknown)$(cd "$REPO" && [[ -n $(git status --porcelain -- service Cargo.lock 2>/dev/null) ]] && echo ' + uncommitted changes in service/')",
  "sis_scheme": "$(cat "$WORK/sis_scheme" 2>/dev/null || echo none)",
  "corpus": "$(basename "$CORPUS"): $(python3 "$LIB/procs.py" corpus "$CORPUS/MANIFEST")", "cold_rows": "$COLD_ROWS", "cold_duration_s": $COLD_DUR, "limit_same_fs": "$same_fs",

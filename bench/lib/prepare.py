@@ -69,7 +69,8 @@ def upload(conn, corpus, batch):
 def sis(a):
     u = urllib.parse.urlsplit(a.base)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-    names = [n for p in CLASSES + ("png", "gif") for n in corpus_files(a.corpus, p, 0)]
+    classes = tuple(a.only.split(",")) if a.only else CLASSES + ("png", "gif")
+    names = [n for p in classes for n in corpus_files(a.corpus, p, 0)]
     # batches of up to 8 files and 24 MB (24 MP originals are ~10 MB each)
     batches, cur, size = [], [], 0
     for n in names:
@@ -111,7 +112,7 @@ def sis(a):
         return f"/full_down?md5={md5[n]}&file_name={n}&w={{W}}&h={{H}}"
 
     p = a.prefix
-    for tag in CLASSES + ("png", "gif"):
+    for tag in classes:
         ns = sorted(n for n in md5 if n.startswith(tag + "_"))
         write(a.out, f"{p}_{tag}.txt", [resized(n) for n in ns])
         write(a.out, f"{p}_{tag}_orig.txt", [orig(n) for n in ns])
@@ -126,6 +127,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--base")
     ap.add_argument("--prefix", default="sis")
+    ap.add_argument("--only", help="comma-separated classes to load (default: all)")
     ap.add_argument("--n2", type=int, default=0)
     ap.add_argument("--n12", type=int, default=0)
     a = ap.parse_args()

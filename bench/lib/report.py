@@ -20,8 +20,13 @@ SCENARIOS = {
     "6.3": "(6) scenario 3 (2 MP into a 302x200 box, sizes the server has not made) through the agent",
     "7": "raw write + fsync + rename of the same bytes, same concurrency, same file system "
          "(the upload limit; 'raw + dir fsync' also fsyncs the directory after the rename, informational)",
+    "8.1": "(S3, issue 12) multipart upload of a unique ~200 KB JPEG to sis over S3 vs a raw pre-signed "
+           "PUT of the same JPEG straight to the same RGW",
+    "8.2": "(S3) cold read of a 2 MP original (--cache-size 0, rotating over the originals): sis over disk, "
+           "sis over S3, raw pre-signed GET of the same bytes from the same RGW",
+    "8.3": "(S3) cold resize 2 MP -> 300x200 box (--cache-size 0): sis over disk vs sis over S3",
 }
-OURS = {"sis", "agent"}
+OURS = {"sis", "agent", "sis s3", "sis disk"}
 CLASS_NAME = {"p03": "0.3 MP", "p1": "1.2 MP", "p2": "2 MP", "p12": "12 MP", "p24": "24 MP"}
 
 
@@ -190,6 +195,17 @@ def ratios(rows, checks, meta):
         ok = fs["fsync_calls"] >= acked > 0
         out.append(f"| (5) acknowledged uploads fsynced (strace, {acked} uploads) | "
                    f"{fs['fsync_calls']} fsync calls | ≥ {acked} | {'met' if ok else 'missed'} |")
+    for conc in sorted({1, c}):
+        a, b = v("8.1", "sis s3", conc), v("8.1", "raw RGW PUT", conc)
+        if a is not None or find(rows, "8.1", "sis s3") is not None:
+            out.append(ratio_line(f"(8.1) S3 upload c={conc}: sis s3 / raw RGW PUT", a, b, 0.7))
+    if find(rows, "8.2", "sis s3") is not None:
+        out.append(ratio_line("(8.2) S3 cold original: sis s3 / raw RGW GET", v("8.2", "sis s3"),
+                              v("8.2", "raw RGW GET"), 0.8))
+        for sc, what in (("8.2", "cold original"), ("8.3", "cold resize")):
+            a, b = v(sc, "sis s3"), v(sc, "sis disk")
+            if a and b:
+                out.append(f"| (info) {what}: sis s3 / sis disk | {a / b:.2f}× | | |")
     base3 = next((sc for sc in ("3/p2/300x200", "3/p03/300x200") if find(rows, sc, "sis")), "3")
     for s, base in (("6.1", "1"), ("6.2", "2"), ("6.3", base3)):
         out.append(ratio_line(f"({s}) agent / direct scenario {base}", v(s, "agent"), v(base, "sis"), 0.7))
@@ -204,8 +220,15 @@ def memory(meta):
         if size.endswith(u):
             limit_kib = int(size[: -len(u)]) * m + 64 * 1024
     out = ["| process | peak RSS (VmHWM) | limit (cache + 64 MiB) | verdict |", "|---|---:|---:|---|"]
-    for name, key in (("sis server", "rss_server_kib"), ("sis agent", "rss_agent_kib")):
-        kib = meta[key]
+    for name, key in (("sis server", "rss_server_kib"), ("sis agent", "rss_agent_kib"),
+                      ("sis server over S3 (--cache-size 0)", "rss_s3_kib")):
+        kib = meta.get(key, 0)
+        if key == "rss_s3_kib":
+            if not kib:
+                continue
+            verdict = "met" if kib <= 64 * 1024 else "missed"
+            out.append(f"| {name} | {kib / 1024:.1f} MiB | 64 MiB | {verdict} |")
+            continue
         if not kib:
             out.append(f"| {name} | not run | {size} + 64 MiB | not measured |")
             continue
