@@ -159,6 +159,35 @@ async fn two_servers_two_agents_over_one_bucket() {
         );
     }
 
+    // Listing pages through the bucket the same way from a server and through an agent.
+    for node in [&s2, &a1] {
+        let mut listed = Vec::new();
+        let mut cursor: Option<String> = None;
+        loop {
+            let mut url = node.url("/v1/images?limit=6");
+            if let Some(c) = &cursor {
+                url.push_str(&format!("&cursor={c}"));
+            }
+            let (s, body) = get(&url).await;
+            assert_eq!(s, 200, "{}", String::from_utf8_lossy(&body));
+            let page: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            for e in page["images"].as_array().unwrap() {
+                assert!(e["size"].as_u64().unwrap() > 0, "{e}");
+                assert_eq!(e["format"], "png", "{e}");
+                listed.push(e["name"].as_str().unwrap().to_string());
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = Some(c.to_string()),
+                None => break,
+            }
+        }
+        listed.sort();
+        let mut want: Vec<String> = (0..20).map(|i| format!("c{i}.png")).collect();
+        want.push("first.png".into());
+        want.sort();
+        assert_eq!(listed, want);
+    }
+
     // Warm every cache, then delete through server 1: unserved by both servers and both
     // agents within the agents' 10 s window.
     let path = format!("/v1/images/{md5}");

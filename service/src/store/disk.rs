@@ -320,7 +320,13 @@ impl DiskStore {
                     if md5.as_str() < start_md5 {
                         continue;
                     }
-                    let mut files: Vec<_> = fs::read_dir(&md5dir)?
+                    let entries = match fs::read_dir(&md5dir) {
+                        Ok(rd) => rd,
+                        // Its last name was deleted while we walked.
+                        Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                        Err(e) => return Err(e.into()),
+                    };
+                    let mut files: Vec<_> = entries
                         .filter_map(Result::ok)
                         .map(|e| e.file_name().to_string_lossy().into_owned())
                         .collect();
@@ -458,8 +464,14 @@ impl ImageStore for Disk {
     }
 }
 
+/// Subdirectories of `dir` in order; none when `dir` went away (a concurrent delete
+/// removed the last image under it) or a child vanished while it was read.
 fn sorted_dirs(dir: &Path) -> io::Result<Vec<PathBuf>> {
-    let mut dirs = read_dirs(dir)?;
+    let mut dirs = match read_dirs(dir) {
+        Ok(d) => d,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
+        Err(e) => return Err(e),
+    };
     dirs.sort();
     Ok(dirs)
 }
@@ -574,6 +586,39 @@ mod tests {
         store.put(&md5, &b, b"two").unwrap();
         assert_eq!(&store.get(&md5, &a).unwrap().unwrap().0[..], b"one");
         assert_eq!(&store.get(&md5, &b).unwrap().unwrap().0[..], b"two");
+    }
+
+    #[test]
+    fn list_pages_in_key_order_and_resumes_after_a_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = DiskStore::open(dir.path()).unwrap();
+        let mut all = Vec::new();
+        for i in 0..20u8 {
+            let bytes = [i; 3];
+            let md5 = Md5Hex::of(&bytes);
+            for n in ["b.png", "a.png"] {
+                let name = FileName::parse(n).unwrap();
+                store.put(&md5, &name, &bytes).unwrap();
+                all.push((md5, name));
+            }
+        }
+        all.sort_by_key(|(m, n)| (*m, n.to_disk()));
+        let mut seen = Vec::new();
+        let mut after = None;
+        loop {
+            let page = store.list(after.as_ref(), 7).unwrap();
+            if page.is_empty() {
+                break;
+            }
+            assert!(page.len() <= 7);
+            seen.extend(page.iter().map(|(m, i)| (*m, i.name.clone())));
+            after = seen.last().cloned();
+        }
+        assert_eq!(seen, all);
+        // A fan-out directory deleted under a walk is not an error.
+        let (m, _) = &all[0];
+        store.delete(m, None).unwrap();
+        assert_eq!(store.list(None, 100).unwrap().len(), 38);
     }
 
     #[test]

@@ -516,8 +516,23 @@ impl ImageStore for S3Store {
                 break;
             }
         }
+        // One HEAD per content, 16 at a time (names of one MD5 share it).
+        let mut md5s: Vec<Md5Hex> = out.iter().map(|(m, _)| *m).collect();
+        md5s.dedup();
+        let sizes: Vec<(Md5Hex, Option<u64>)> = futures_util::stream::iter(md5s)
+            .map(|m| async move { (m, self.head_size(&self.blob_key(&m)).await) })
+            .buffered(16)
+            .map(|(m, r)| r.map(|size| (m, size)))
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        let sizes: std::collections::HashMap<Md5Hex, u64> = sizes
+            .into_iter()
+            .map(|(m, s)| (m, s.unwrap_or(0)))
+            .collect();
         for (md5, info) in &mut out {
-            info.size = self.head_size(&self.blob_key(md5)).await?.unwrap_or(0);
+            info.size = sizes.get(md5).copied().unwrap_or(0);
         }
         Ok(out)
     }
