@@ -1353,6 +1353,42 @@ async fn k8s_11_s3_servers_and_refused_storage_switches() {
             .unwrap()
             .is_none()
     );
+    // Contract: the real `sis` takes the S3 flags as rendered (clap refuses an unknown flag
+    // or value at once; an unreachable store is sis's business, not the contract's).
+    if sis_binary().exists() {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let args: Vec<String> = container
+            .args
+            .clone()
+            .unwrap()
+            .into_iter()
+            .map(|a| {
+                if a == "0.0.0.0:3333" {
+                    listen.clone()
+                } else {
+                    a
+                }
+            })
+            .collect();
+        let mut child = std::process::Command::new(sis_binary())
+            .args(&args)
+            .env("AWS_ACCESS_KEY_ID", "AKIA1")
+            .env("AWS_SECRET_ACCESS_KEY", "s3cr3t")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let _ = child.kill();
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        for refusal in ["unexpected argument", "invalid value", "Usage:"] {
+            assert!(
+                !stderr.contains(refusal),
+                "sis refused the operator's S3 args {args:?}: {stderr}"
+            );
+        }
+    }
     // The Service spreads over every server pod (not headless) and the agents point at it.
     let svc = ns.api::<Service>();
     let service = wait("server Service", Duration::from_secs(30), || async {
