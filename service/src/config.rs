@@ -53,6 +53,19 @@ pub struct SignArgs {
     pub exp: Option<u64>,
 }
 
+/// What uploads lose before they are hashed and stored (`--strip-metadata`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum StripMetadata {
+    /// Store uploads byte for byte.
+    #[default]
+    Off,
+    /// Remove location: the EXIF GPS block and XMP packets.
+    Gps,
+    /// Remove every metadata segment that does not change how the image looks (the ICC
+    /// profile and the orientation stay).
+    All,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
@@ -119,6 +132,11 @@ pub struct CommonArgs {
     /// Largest request head (request line + headers); larger gets 431.
     #[arg(long, env = "SIS_MAX_HEADER_SIZE", default_value = "64KiB", value_parser = parse_size)]
     pub max_header_size: u64,
+    /// Strip metadata from JPEG, PNG and WebP uploads, losslessly, before they are hashed
+    /// and stored: the stored MD5 is then that of the stripped file. Agents hash uploads
+    /// too: give agents and servers the same value.
+    #[arg(long, env = "SIS_STRIP_METADATA", value_enum, default_value_t = StripMetadata::Off)]
+    pub strip_metadata: StripMetadata,
     /// Most connections open at once from one client address (0 = no cap); more get 503
     /// and are closed. Agents keep up to 64 idle connections to their server.
     #[arg(long, env = "SIS_MAX_CONNECTIONS_PER_CLIENT", default_value_t = 256)]

@@ -60,6 +60,27 @@ pub async fn hash_and_validate(
     tokio::join!(md5_of(bytes), validate(state, bytes))
 }
 
+/// An upload as it will be stored: with `--strip-metadata`, its GPS (or all) metadata
+/// removed without re-encoding, on the resize pool. Unknown formats pass through (the
+/// checks after this refuse them).
+///
+/// # Errors
+/// [`Error::Busy`] when the pool is full.
+pub async fn prepare(state: &AppState, bytes: Bytes) -> Result<Bytes, Error> {
+    let Some(what) = state.strip else {
+        return Ok(bytes);
+    };
+    let Some(format) = imaging::sniff(&bytes) else {
+        return Ok(bytes);
+    };
+    let b = bytes.clone();
+    let stripped = state
+        .pool
+        .run_fn(move || Ok(imaging::strip_metadata(&b, format, what)))
+        .await?;
+    Ok(stripped.map_or(bytes, Bytes::from))
+}
+
 /// Stores checked uploads in order; each is durable when this returns `Ok`.
 ///
 /// # Errors

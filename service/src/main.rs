@@ -7,8 +7,9 @@ use std::sync::Arc;
 use sis::agent::FeedOptions;
 use sis::config::{
     AgentArgs, Cli, Command, CommonArgs, LogFormat, MigrateArgs, S3Args, ServerArgs, SignArgs,
+    StripMetadata,
 };
-use sis::imaging::Limits;
+use sis::imaging::{Limits, Strip};
 use sis::metrics::Metrics;
 use sis::role::Role;
 use sis::state::{AppState, StateOptions};
@@ -158,6 +159,11 @@ fn state_options(c: &CommonArgs) -> StateOptions {
         resize_workers: c.resize_workers,
         resize_queue: c.resize_queue,
         api_token: c.api_token.clone(),
+        strip: match c.strip_metadata {
+            StripMetadata::Off => None,
+            StripMetadata::Gps => Some(Strip::Gps),
+            StripMetadata::All => Some(Strip::All),
+        },
     }
 }
 

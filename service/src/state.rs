@@ -13,7 +13,7 @@ use bytes::Bytes;
 use crate::cache::{Cache, CacheKey, Weigh};
 use crate::error::Error;
 use crate::id::{FileName, Md5Hex};
-use crate::imaging::{Format, Limits, ResizePool};
+use crate::imaging::{Format, Limits, ResizePool, Strip};
 use crate::metrics::{CacheMetrics, Metrics};
 use crate::role::Role;
 use crate::store::{Metered, SharedStore};
@@ -129,6 +129,8 @@ pub struct Shared {
     pub api_token: Option<Arc<str>>,
     /// Cleared on SIGTERM so /readyz answers 503 at once.
     pub ready: Arc<AtomicBool>,
+    /// `--strip-metadata`: what uploads lose before they are hashed.
+    pub strip: Option<Strip>,
 }
 
 /// What [`AppState::new`] needs besides the store and the role.
@@ -139,6 +141,7 @@ pub struct StateOptions {
     pub resize_workers: usize,
     pub resize_queue: usize,
     pub api_token: Option<String>,
+    pub strip: Option<Strip>,
 }
 
 impl Default for StateOptions {
@@ -149,6 +152,7 @@ impl Default for StateOptions {
             resize_workers: 0,
             resize_queue: 64,
             api_token: None,
+            strip: None,
         }
     }
 }
@@ -204,6 +208,7 @@ impl AppState {
             metrics,
             api_token: opts.api_token.filter(|t| !t.is_empty()).map(Arc::from),
             ready: Arc::new(AtomicBool::new(true)),
+            strip: opts.strip,
         }))
     }
 

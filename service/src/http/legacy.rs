@@ -96,13 +96,10 @@ async fn up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response, Error>
     }
     let mut items = Vec::new();
     for (name, part) in named {
-        let (md5, valid) = images::hash_and_validate(state, &part.bytes).await;
+        let bytes = images::prepare(state, part.bytes).await?;
+        let (md5, valid) = images::hash_and_validate(state, &bytes).await;
         valid?;
-        items.push(Checked {
-            md5,
-            name,
-            bytes: part.bytes,
-        });
+        items.push(Checked { md5, name, bytes });
     }
     if items.is_empty() {
         return Err(Error::BadRequest("no file in the upload".into()));
@@ -146,6 +143,14 @@ async fn derect_up_inner(state: &AppState, parts: Vec<Part>) -> Result<Response,
             return Err(Error::Md5Mismatch);
         }
         valid?;
+        // The client named the file by its MD5: it cannot be stored under another one.
+        if images::prepare(state, part.bytes.clone()).await? != part.bytes {
+            return Err(Error::BadRequest(
+                "this server strips metadata from uploads, which changes the MD5 given: \
+                 upload through /up or /v1/images instead"
+                    .into(),
+            ));
+        }
         items.push(Checked {
             md5: claimed,
             name,

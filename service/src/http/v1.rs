@@ -100,14 +100,11 @@ async fn upload_inner(state: &AppState, req: Request) -> Result<Response, Respon
     let mut items = Vec::new();
     let mut probes = Vec::new();
     for (name, part) in named {
-        let (md5, valid) = images::hash_and_validate(state, &part.bytes).await;
+        let bytes = images::prepare(state, part.bytes).await.map_err(fail)?;
+        let (md5, valid) = images::hash_and_validate(state, &bytes).await;
         let (format, probe) = valid.map_err(fail)?;
         probes.push((format, Some((probe.width, probe.height))));
-        items.push(Checked {
-            md5,
-            name,
-            bytes: part.bytes,
-        });
+        items.push(Checked { md5, name, bytes });
     }
     images::store_all(state, &items).await.map_err(fail)?;
     let images: Vec<Uploaded> = items

@@ -14,6 +14,8 @@
 //!   resizes with SIMD (`fast_image_resize`), applies EXIF orientation and encodes.
 //! - `jpeg_dc`: a DC-only JPEG decoder for 1/8-scale shrink-on-load (declines anything
 //!   unusual; the general decoder then takes over).
+//! - `turbo`: libjpeg-turbo's TurboJPEG API, loaded at run time when installed
+//!   (`libturbojpeg0`): JPEG decoding at 1/2, 1/4 and 1/8 scale, progressive files too.
 //! - `geometry`: [`Gravity`], focal points and the deterministic smart-crop search.
 //! - `effects`: [`Effects`] (blur, sharpen, rotate, flip), padding and alpha flattening.
 //! - `animation`: every frame of an animated GIF/WebP through the same plan; a WebP muxer.
@@ -54,6 +56,7 @@ mod probe;
 mod resize;
 #[cfg(test)]
 mod testdata;
+mod turbo;
 
 pub use animation::{MAX_ANIMATION_OUTPUT_PIXELS, MAX_ANIMATION_PIXELS};
 pub use effects::{Effects, MAX_BLUR, MAX_SHARPEN, Rgba8, parse_color};

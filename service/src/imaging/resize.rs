@@ -674,7 +674,9 @@ fn decode_jpeg_scaled(
     let info = jpeg_info(bytes)?;
     // At 1/2 the scaled decoder saves less than its slower entropy decoding costs compared
     // with the `image` crate's SIMD decoder plus a SIMD resize (see `benches/resize.rs`).
-    if r < 4 || !matches!(info.components, 1 | 3) {
+    // With libjpeg-turbo (`turbo`) 1/2 pays too: its scaled IDCT is cheaper than a full decode.
+    let turbo = super::turbo::available();
+    if (r < 4 && !(r == 2 && turbo)) || !matches!(info.components, 1 | 3) {
         return decode_generic(bytes, header, spec, limits);
     }
     // At 1/8 the DC-only decoder beats jpeg-decoder's scaled decode on photos and on
@@ -693,6 +695,26 @@ fn decode_jpeg_scaled(
             },
         };
         return Ok((pixels, orientation, raw_plan));
+    }
+    // libjpeg-turbo when installed (progressive files too); it declines anything it would
+    // only warn about, and the decoders below decide those files as before.
+    if turbo && let Ok(t) = super::turbo::decode(bytes, r, limits.max_input_pixels) {
+        let layout = if t.channels == 1 {
+            Layout::Gray
+        } else {
+            Layout::Rgb
+        };
+        let (data, width, height) = (t.data, t.width, t.height);
+        let pixels = Pixels {
+            data,
+            width,
+            height,
+            layout,
+        };
+        return Ok((pixels, orientation, raw_plan));
+    }
+    if r == 2 {
+        return decode_generic(bytes, header, spec, limits);
     }
     let expect = |v: u32| v.div_ceil(r);
     let (ew, eh) = (expect(header.width), expect(header.height));
