@@ -220,6 +220,18 @@ impl Drop for Sis {
     }
 }
 
+/// The body of a GET of `url` as text (any status), failing the test when the request fails.
+pub async fn get_text(url: &str) -> String {
+    client()
+        .get(url)
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
 /// An HTTP client with a timeout, so a hung server fails a test instead of hanging it.
 pub fn client() -> reqwest::Client {
     reqwest::Client::builder()

@@ -10,8 +10,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use sis_e2e::{
-    Sis, client, dimensions, jpeg, legacy_upload, md5_hex, metric_sum, noise_png, png, url_encode,
-    walk_files,
+    Sis, client, dimensions, get_text, jpeg, legacy_upload, md5_hex, metric_sum, noise_png, png,
+    url_encode, walk_files,
 };
 
 /// Flags for test agents: a 2 s invalidation window polled every 200 ms.
@@ -74,14 +74,7 @@ async fn v1_upload(base: &str, name: &str, bytes: &[u8]) -> (u16, serde_json::Va
 }
 
 async fn metrics(sis: &Sis) -> String {
-    client()
-        .get(sis.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    get_text(&sis.url("/metrics")).await
 }
 
 /// Every name file below `data` holds content with the MD5 of its directory.

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sis_e2e::{
-    Sis, Tmpfs, client, legacy_upload, md5_hex, metric_sum, metric_values, noise_png, url_encode,
-    walk_files,
+    Sis, Tmpfs, client, get_text, legacy_upload, md5_hex, metric_sum, metric_values, noise_png,
+    url_encode, walk_files,
 };
 
 /// Every file below `data` outside `.tmp` is a name file whose content has the MD5 of its
@@ -275,14 +275,7 @@ async fn cache_bytes_never_exceed_cache_size_under_load() {
     }
     eprintln!("cache: uploads took {:?}", start.elapsed());
     let metrics_url = sis.url("/metrics");
-    let text = client()
-        .get(&metrics_url)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&metrics_url).await;
     let capacity = metric_values(&text, "sis_cache_capacity_bytes");
     assert!(
         !capacity.is_empty() && capacity.iter().all(|c| *c == LIMIT),
@@ -334,14 +327,7 @@ async fn cache_bytes_never_exceed_cache_size_under_load() {
     }
     stop.store(true, Ordering::Relaxed);
     let (max, samples) = sampler.await.unwrap();
-    let text = client()
-        .get(sis.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&sis.url("/metrics")).await;
     let last = metric_sum(&text, "sis_cache_bytes");
     eprintln!("cache: load took {:?}", start.elapsed());
     eprintln!("cache: max {max} bytes over {samples} samples, last {last}, limit {LIMIT}");

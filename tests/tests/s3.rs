@@ -14,7 +14,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use sis_e2e::{Sis, bin, client, dimensions, legacy_upload, md5_hex, noise_png, png, walk_files};
+use sis_e2e::{
+    Sis, bin, client, dimensions, get_text, legacy_upload, md5_hex, noise_png, png, walk_files,
+};
 
 /// The gateway and bucket under test, or `None` (skip) outside CI.
 struct Ceph {
@@ -405,14 +407,7 @@ async fn wrong_credentials_are_reported() {
     server
         .wait_for_status("/readyz", 503, Duration::from_secs(10))
         .await;
-    let body = client()
-        .get(server.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let body = get_text(&server.url("/readyz")).await;
     assert!(body.contains("credentials"), "{body}");
     assert!(
         server.log().contains("object store check failed"),

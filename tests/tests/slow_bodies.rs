@@ -7,7 +7,7 @@
 
 use std::time::{Duration, Instant};
 
-use sis_e2e::{Sis, client, md5_hex, raw_status};
+use sis_e2e::{Sis, get_text, md5_hex, raw_status};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 
@@ -74,14 +74,7 @@ async fn trickles_are_cut(sis: &Sis) {
             "{path}: {text}"
         );
     }
-    let metrics = client()
-        .get(sis.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&sis.url("/metrics")).await;
     assert!(
         metrics.contains("sis_client_limit_hits_total{reason=\"slow-body\"} 3"),
         "{metrics}"
@@ -253,14 +246,7 @@ async fn connections_per_client_address_are_capped() {
         .await
         .unwrap();
     assert_eq!(said(&mut again, Duration::from_secs(3)).await, Some(200));
-    let metrics = client()
-        .get(sis.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&sis.url("/metrics")).await;
     assert!(
         metrics.contains("sis_client_limit_hits_total{reason=\"per-client-connections\"} 1"),
         "{metrics}"

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use sis_e2e::{Sis, bin, client, dimensions, md5_hex, png};
+use sis_e2e::{Sis, bin, client, dimensions, get_text, md5_hex, png};
 
 const KEY_OLD: &str = "old-signing-key";
 const KEY_NEW: &str = "new-signing-key";
@@ -70,14 +70,7 @@ async fn get(url: &str, accept: Option<&str>) -> (u16, String, Vec<u8>, Option<S
 }
 
 async fn refusals(sis: &Sis) -> String {
-    let text = client()
-        .get(sis.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = get_text(&sis.url("/metrics")).await;
     text.lines()
         .filter(|l| l.starts_with("sis_variant_refusals_total"))
         .collect::<Vec<_>>()
