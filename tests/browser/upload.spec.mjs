@@ -189,6 +189,21 @@ try {
     }
   });
 
+  await check('AVIF and WebP links return 300 px wide variants in those formats', async () => {
+    for (const f of files) {
+      const links = cards.find((x) => x.name === f.name).links;
+      const avif = await fetchBytes(links.avif);
+      eq(avif.status, 200, `GET ${links.avif}`);
+      eq(avif.type, 'image/avif', `content-type of ${links.avif}`);
+      // ISO BMFF: 'ftyp' box with the 'avif' brand.
+      eq(Buffer.from(avif.body.subarray(4, 12)).toString('latin1'), 'ftypavif', 'AVIF signature');
+      const webp = await fetchBytes(links.webp);
+      eq(webp.status, 200, `GET ${links.webp}`);
+      eq(webp.type, 'image/webp', `content-type of ${links.webp}`);
+      eq(Buffer.from(webp.body.subarray(8, 12)).toString('latin1'), 'WEBP', 'WebP signature');
+    }
+  });
+
   await check('legacy /full_down links return the exact bytes', async () => {
     for (const f of files) {
       const url = cards.find((x) => x.name === f.name).links.legacy;
