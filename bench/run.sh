@@ -562,7 +562,7 @@ main() {
   for row in $COLD_ROWS; do
     tag=${row%%:*} bw=${row#*:} bh=${bw#*x} bw=${bw%x*}
     scen="3/$tag/${bw}x$bh"
-    floor=$("$VENV/bin/python" "$LIB/procs.py" djpeg "$bw" "$bh" $(head -16 "$WORK/files_$tag.txt") 2>/dev/null || echo null)
+    floor=$("$VENV/bin/python" "$LIB/procs.py" djpeg "$bw" "$bh" $(cat "$WORK/files_$tag.txt") 2>/dev/null || echo null)
     printf '{"check":"djpeg","scenario":"%s","cpu_us":%s}\n' "$scen" "${floor:-null}" >>"$RESULTS"
     if [[ $sis_state == ok ]]; then run_wrk "$scen" sis "$c" rotate.lua "$S" BENCH_URLS="$WORK/sis_$tag.txt" BENCH_W="$bw" BENCH_H="$bh"; else record_status "$scen" sis "$c" "$sis_state"; fi
     if [[ $nginx_state == ok ]]; then run_wrk "$scen" "nginx image_filter" "$c" rotate.lua "$N" BENCH_URLS="$WORK/nginx_$tag.txt" BENCH_W="$bw" BENCH_H="$bh"; else record_status "$scen" "nginx image_filter" "$c" "$nginx_state"; fi
@@ -629,7 +629,7 @@ EOF
       echo "# sis build: cargo profile $SIS_PROFILE, commit $(cd "$REPO" && git rev-parse --short HEAD 2>/dev/null)"
       echo
     } >"$PROF"
-    profile_server "cold resize (scenarios 3 and 4)" 0 wl_cold_resize
+    profile_server "cold resize (scenario 3: 2 MP and 12 MP into a 300x200 box)" 0 wl_cold_resize
     profile_server "serving a cached original (scenario 1)" "$SIS_CACHE_SIZE" wl_original
     if [[ -s $WORK/upload-syscalls.txt ]]; then
       {
