@@ -21,6 +21,15 @@ passed=0
 failed=0
 failures=()
 
+# Run-time libraries the unit tests exercise: libturbojpeg0 (sis's JPEG decoder when present,
+# loaded with dlopen). Installed once; the tests fail under CI=true when it is missing.
+if ! ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0'; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -q --no-install-recommends libturbojpeg0 >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends libturbojpeg0 >/dev/null; } \
+    || echo "warning: could not install libturbojpeg0"
+fi
+
 stage() {
   local name=$1
   shift
