@@ -545,12 +545,17 @@ fn run_controller(
     }
 }
 
-/// Whether the SisCluster's pods read the Secret `name` (API token or S3 keys).
+/// Whether the SisCluster's pods read the Secret `name` (API token, signing keys or S3 keys).
 fn names_secret(cluster: &SisCluster, name: &str) -> bool {
     let spec = &cluster.spec;
     spec.api_token_secret
         .as_ref()
         .is_some_and(|s| s.name == name)
+        || spec
+            .variants
+            .signing_key_secret
+            .as_ref()
+            .is_some_and(|s| s.name == name)
         || spec
             .server
             .storage
@@ -571,6 +576,7 @@ mod tests {
         assert!(names_secret(&s3, "photos-s3"));
         assert!(!names_secret(&s3, "unrelated"));
         assert!(!names_secret(&crate::fixtures::sample(), "photos-s3"));
+        assert!(names_secret(&crate::fixtures::sample(), "sis-sign"));
     }
 
     #[test]

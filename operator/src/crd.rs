@@ -73,6 +73,125 @@ pub struct SisClusterSpec {
     /// Secret key whose value is passed to every pod as `SIS_API_TOKEN`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub api_token_secret: Option<SecretKeyRef>,
+
+    /// Which resize variants the pods render (`sis --variants`, `--preset`, `--sign-key`),
+    /// applied to agents and servers alike.
+    #[serde(default)]
+    pub variants: VariantsSpec,
+
+    /// Metadata stripped from uploads before they are hashed and stored
+    /// (`sis --strip-metadata`): `off`, `gps` (location) or `all`. Both tiers get it, since
+    /// agents hash uploads too. Quote `"off"` in YAML (unquoted it reads as `false`).
+    #[serde(default)]
+    pub strip_metadata: StripMetadata,
+}
+
+/// The variant guard of every pod (`--variants`, `--preset`, `--sign-key`).
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct VariantsSpec {
+    /// `open`: any parameters; `presets`: only `?preset=NAME` (plus `format`); `signed`: only
+    /// signed URLs or presets marked `public` (needs `signingKeySecret`).
+    #[serde(default)]
+    pub policy: VariantPolicy,
+
+    /// Named parameter sets, served as `?preset=NAME`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["name"]))]
+    pub presets: Vec<PresetSpec>,
+
+    /// Secret key holding the URL signing key(s), passed as `SIS_SIGN_KEYS` (several
+    /// comma-separated keys during a rotation: `new,old`). A new value rolls the pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signing_key_secret: Option<SecretKeyRef>,
+}
+
+/// `--variants` policies.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VariantPolicy {
+    #[default]
+    Open,
+    Presets,
+    Signed,
+}
+
+impl VariantPolicy {
+    /// The value as `sis --variants` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VariantPolicy::Open => "open",
+            VariantPolicy::Presets => "presets",
+            VariantPolicy::Signed => "signed",
+        }
+    }
+}
+
+/// One preset: `--preset NAME=key:value,...[,public]`.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PresetSpec {
+    /// Name used in `?preset=NAME`: 1-64 of `A-Za-z0-9_-`.
+    #[schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))]
+    pub name: String,
+
+    /// The `/v1` variant parameters, e.g. `{w: 300, h: 200, fit: cover}` (values are numbers
+    /// or strings; write `"true"`, `"1.5"` quoted).
+    #[schemars(schema_with = "preset_params_schema")]
+    pub params: BTreeMap<String, ParamValue>,
+
+    /// Served unsigned under the `signed` policy.
+    #[serde(default)]
+    pub public: bool,
+}
+
+/// A preset parameter's value: a whole number or a string.
+#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(untagged)]
+pub enum ParamValue {
+    Int(i64),
+    Str(String),
+}
+
+impl std::fmt::Display for ParamValue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ParamValue::Int(n) => write!(f, "{n}"),
+            ParamValue::Str(s) => f.write_str(s),
+        }
+    }
+}
+
+fn preset_params_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "object",
+        "minProperties": 1,
+        "additionalProperties": {
+            "anyOf": [{"type": "integer"}, {"type": "string"}],
+            "x-kubernetes-int-or-string": true,
+        },
+    })
+}
+
+/// `--strip-metadata` values.
+#[derive(Deserialize, Serialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum StripMetadata {
+    #[default]
+    Off,
+    Gps,
+    All,
+}
+
+impl StripMetadata {
+    /// The value as `sis --strip-metadata` spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StripMetadata::Off => "off",
+            StripMetadata::Gps => "gps",
+            StripMetadata::All => "all",
+        }
+    }
 }
 
 /// `imagePullPolicy` values accepted by Kubernetes.
@@ -671,6 +790,7 @@ const EXPLAINED_OBJECTS: &[&[&str]] = &[
     &["server", "affinity"],
     &["server", "storage", "s3"],
     &["server", "storage", "s3", "credentialsSecret"],
+    &["variants", "signingKeySecret"],
 ];
 
 fn node_at<'a>(schema: &'a mut JSONSchemaProps, path: &[&str]) -> Option<&'a mut JSONSchemaProps> {
@@ -718,10 +838,32 @@ pub fn fix_schema(schema: &mut JSONSchemaProps) {
 /// # Errors
 /// Only if serialization fails, which would be a bug.
 pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
-    let body = serde_yaml::to_string(&crd())?;
+    let body = quote_yaml11_booleans(&serde_yaml::to_string(&crd())?);
     Ok(format!(
         "# Generated by `sis-operator crd`; do not edit (regenerate instead).\n{body}"
     ))
+}
+
+/// serde_yaml writes YAML 1.2, where `off` is a string; kubectl and Helm read YAML 1.1, where
+/// an unquoted `off` is `false`. Quote such scalars where the CRD has them (the `off` default
+/// and enum value of `stripMetadata`).
+fn quote_yaml11_booleans(yaml: &str) -> String {
+    const WORDS: &[&str] = &["off", "on", "yes", "no", "y", "n"];
+    let mut out = String::with_capacity(yaml.len() + 16);
+    for line in yaml.lines() {
+        let quoted = ["default: ", "- "].iter().find_map(|prefix| {
+            let rest = line.trim_start().strip_prefix(prefix)?;
+            WORDS
+                .contains(&rest.to_ascii_lowercase().as_str())
+                .then(|| {
+                    let head = &line[..line.len() - rest.len()];
+                    format!("{head}'{rest}'")
+                })
+        });
+        out.push_str(quoted.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -861,6 +1003,46 @@ mod tests {
                 .get("nullable")
                 .is_none()
         );
+    }
+
+    #[test]
+    fn variants_and_strip_metadata_schema() {
+        let spec = spec_schema();
+        let variants = &spec["properties"]["variants"];
+        assert_eq!(variants["default"], json!({"policy": "open"}));
+        assert!(
+            variants.get("nullable").is_none(),
+            "kubectl explain on 1.20"
+        );
+        let props = &variants["properties"];
+        assert_eq!(
+            props["policy"]["enum"],
+            json!(["open", "presets", "signed"])
+        );
+        assert_eq!(props["presets"]["x-kubernetes-list-type"], "map");
+        assert_eq!(
+            props["presets"]["x-kubernetes-list-map-keys"],
+            json!(["name"])
+        );
+        let preset = &props["presets"]["items"];
+        assert_eq!(preset["required"], json!(["name", "params"]));
+        assert_eq!(preset["properties"]["params"]["minProperties"], 1);
+        assert_eq!(
+            preset["properties"]["params"]["additionalProperties"]["anyOf"],
+            json!([{"type": "integer"}, {"type": "string"}])
+        );
+        assert!(props["signingKeySecret"].get("nullable").is_none());
+        assert_eq!(
+            props["signingKeySecret"]["required"],
+            json!(["key", "name"])
+        );
+        let strip = &spec["properties"]["stripMetadata"];
+        assert_eq!(strip["enum"], json!(["off", "gps", "all"]));
+        assert_eq!(strip["default"], "off");
+        // kubectl reads YAML 1.1: an unquoted `off` would be `false` in the CRD.
+        let yaml = crd_yaml().unwrap();
+        assert!(yaml.contains("default: 'off'") && yaml.contains("- 'off'"));
+        assert!(!yaml.contains("- off\n"));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Step 1b of a reconcile: read what the spec only names — the Secrets whose values the pods
 //! consume — and reduce them to hashes for the pod templates (client, no writes).
 //!
-//! The pods read the API token and the S3 keys through `secretKeyRef`, which Kubernetes
+//! The pods read the API token, the URL signing keys and the S3 keys through `secretKeyRef`, which Kubernetes
 //! resolves only when a container starts, so a new value in the same Secret would reach no
 //! running pod. Hashing the values into a pod-template annotation
 //! ([`crate::build::SECRET_HASH_ANNOTATION`]) makes a changed value a changed template, which
@@ -27,6 +27,7 @@ pub fn consumed_keys(cluster: &ValidatedCluster) -> (Vec<SecretKey>, Vec<SecretK
     let token: Vec<SecretKey> = cluster
         .api_token_secret
         .iter()
+        .chain(&cluster.variants.signing_key_secret)
         .map(|s| (s.name.clone(), s.key.clone()))
         .collect();
     let mut server = token.clone();

@@ -23,7 +23,8 @@ pub fn cluster_from_yaml(yaml: &str) -> SisCluster {
     serde_yaml::from_value(value).expect("fixture is a SisCluster")
 }
 
-/// The sample from the issue: `photos` in `media`, 3 agents, a token secret.
+/// The sample from the issue: `photos` in `media`, 3 agents, a token secret, a signed variant
+/// policy with two presets and GPS stripping.
 pub fn sample() -> SisCluster {
     cluster_from_yaml(
         r#"
@@ -47,6 +48,13 @@ pub fn sample() -> SisCluster {
             storage: {size: 10Gi, storageClassName: fast}
             resources: {}
           apiTokenSecret: {name: sis-token, key: token}
+          variants:
+            policy: signed
+            presets:
+              - {name: thumb, params: {w: 300, h: 200, fit: cover}}
+              - {name: avatar, params: {w: 64, h: 64, fit: cover, gravity: smart}, public: true}
+            signingKeySecret: {name: sis-sign, key: keys}
+          stripMetadata: gps
         "#,
     )
 }

@@ -14,7 +14,8 @@ use kube::{Resource, ResourceExt};
 use crate::bytesize::{ByteSize, QuantityError};
 use crate::crd::{
     AutoscalingSpec, DEFAULT_STORAGE_SIZE, DisruptionBudgetSpec, IntOrPercent, PullPolicy,
-    Resources, S3Spec, SecretKeyRef, ServiceType, SisCluster,
+    Resources, S3Spec, SecretKeyRef, ServiceType, SisCluster, StripMetadata, VariantPolicy,
+    VariantsSpec,
 };
 
 /// The longest SisCluster name the children allow: `<name>-server` StatefulSet pods carry a
@@ -54,11 +55,46 @@ pub struct ValidatedCluster {
     pub agent: ValidatedAgent,
     pub server: ValidatedServer,
     pub api_token_secret: Option<SecretKeyRef>,
+    /// The variant guard, the same on both tiers.
+    pub variants: ValidatedVariants,
+    /// `--strip-metadata`, the same on both tiers.
+    pub strip_metadata: StripMetadata,
     /// Hashes of the values of the Secrets each tier's pods read, put on the pod templates so
     /// that a changed value rolls the pods. `validate` leaves them empty: reading Secrets
     /// needs a client, so the controller fills them in ([`SecretHashes`]).
     pub secret_hashes: SecretHashes,
 }
+
+/// The variant guard every pod gets (`SIS_VARIANTS`, `SIS_PRESETS`, `SIS_SIGN_KEYS`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ValidatedVariants {
+    pub policy: VariantPolicy,
+    /// Each preset as `sis --preset` takes it: `NAME=key:value,...[,public]`.
+    pub presets: Vec<String>,
+    pub signing_key_secret: Option<SecretKeyRef>,
+}
+
+/// The `/v1` variant parameters a preset may set (sis's `V1_KEYS`).
+pub const PRESET_PARAMS: &[&str] = &[
+    "w",
+    "h",
+    "fit",
+    "format",
+    "q",
+    "gravity",
+    "fp",
+    "pad",
+    "bg",
+    "enlarge",
+    "dpr",
+    "rotate",
+    "flip",
+    "blur",
+    "sharpen",
+    "progressive",
+    "lossless",
+    "frames",
+];
 
 /// Per-tier hash of the Secret values the pods consume (see [`ValidatedCluster::secret_hashes`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -175,6 +211,14 @@ pub enum ValidationError {
     RolloutStuck,
     #[error("spec.agent.preStopSeconds must be between 0 and 120, got {0}")]
     PreStop(i32),
+    #[error(
+        "spec.variants.policy is signed but spec.variants.signingKeySecret is not set: the pods need a key to check signed URLs"
+    )]
+    SignedWithoutKey,
+    #[error("spec.variants.signingKeySecret needs a non-empty name and key")]
+    SigningKeySecret,
+    #[error("spec.variants.presets: {0}")]
+    Preset(String),
 }
 
 /// Check a SisCluster and apply defaults.
@@ -261,6 +305,7 @@ pub fn validate(
         &spec.server.disruption_budget,
     )?
     .filter(|_| server_replicas > 1);
+    let variants = variants(&spec.variants)?;
 
     Ok(ValidatedCluster {
         name,
@@ -307,7 +352,71 @@ pub fn validate(
             },
         },
         api_token_secret: spec.api_token_secret.clone(),
+        variants,
+        strip_metadata: spec.strip_metadata,
         secret_hashes: SecretHashes::default(),
+    })
+}
+
+/// The variant guard: a signed policy needs a key, presets are rendered as `sis --preset`
+/// takes them, with names and parameters checked so that a mistake is a `Degraded` condition
+/// rather than pods that refuse to start (sis checks the values themselves at start-up).
+fn variants(spec: &VariantsSpec) -> Result<ValidatedVariants, ValidationError> {
+    if let Some(secret) = &spec.signing_key_secret
+        && (secret.name.trim().is_empty() || secret.key.trim().is_empty())
+    {
+        return Err(ValidationError::SigningKeySecret);
+    }
+    if spec.policy == VariantPolicy::Signed && spec.signing_key_secret.is_none() {
+        return Err(ValidationError::SignedWithoutKey);
+    }
+    let mut presets = Vec::with_capacity(spec.presets.len());
+    let mut names = std::collections::BTreeSet::new();
+    for preset in &spec.presets {
+        let name = &preset.name;
+        if name.is_empty()
+            || name.len() > 64
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ValidationError::Preset(format!(
+                "name {name:?}: 1-64 of A-Za-z0-9_-"
+            )));
+        }
+        if !names.insert(name.as_str()) {
+            return Err(ValidationError::Preset(format!(
+                "{name:?} is defined twice"
+            )));
+        }
+        if preset.params.is_empty() {
+            return Err(ValidationError::Preset(format!("{name:?}: no params")));
+        }
+        let mut items = Vec::with_capacity(preset.params.len() + 1);
+        for (key, value) in &preset.params {
+            if !PRESET_PARAMS.contains(&key.as_str()) {
+                return Err(ValidationError::Preset(format!(
+                    "{name:?}: unknown parameter {key:?} (known: {})",
+                    PRESET_PARAMS.join(", ")
+                )));
+            }
+            let value = value.to_string();
+            if value.trim().is_empty() || value.contains([',', ';']) || value != value.trim() {
+                return Err(ValidationError::Preset(format!(
+                    "{name:?}: {key} must be a non-empty value without ',' or ';', got {value:?}"
+                )));
+            }
+            items.push(format!("{key}:{value}"));
+        }
+        if preset.public {
+            items.push("public".to_owned());
+        }
+        presets.push(format!("{name}={}", items.join(",")));
+    }
+    Ok(ValidatedVariants {
+        policy: spec.policy,
+        presets,
+        signing_key_secret: spec.signing_key_secret.clone(),
     })
 }
 
@@ -464,6 +573,36 @@ mod tests {
     }
 
     #[test]
+    fn variants_render_as_sis_flags() {
+        let v = validate(&fixtures::sample(), &Defaults::default()).unwrap();
+        assert_eq!(v.variants.policy, VariantPolicy::Signed);
+        assert_eq!(
+            v.variants.presets,
+            [
+                "thumb=fit:cover,h:200,w:300",
+                "avatar=fit:cover,gravity:smart,h:64,w:64,public"
+            ]
+        );
+        assert_eq!(v.strip_metadata, StripMetadata::Gps);
+        let message = validate(
+            &fixtures::cluster_from_yaml(
+                "metadata: {name: p, namespace: m, uid: '1'}\nspec: {variants: {policy: signed}}",
+            ),
+            &Defaults::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(message.contains("signingKeySecret"), "{message}");
+        let defaults = validate(
+            &fixtures::cluster_from_yaml("metadata: {name: p, namespace: m, uid: '1'}"),
+            &Defaults::default(),
+        )
+        .unwrap();
+        assert_eq!(defaults.variants, ValidatedVariants::default());
+        assert_eq!(defaults.strip_metadata, StripMetadata::Off);
+    }
+
+    #[test]
     fn integer_cache_size_is_accepted() {
         let cluster = fixtures::cluster_from_yaml(
             r#"
@@ -544,6 +683,35 @@ mod tests {
             ),
             ("{agent: {preStopSeconds: -1}}", |e| {
                 matches!(e, ValidationError::PreStop(-1))
+            }),
+            ("{variants: {policy: signed}}", |e| {
+                matches!(e, ValidationError::SignedWithoutKey)
+            }),
+            ("{variants: {signingKeySecret: {name: s, key: ''}}}", |e| {
+                matches!(e, ValidationError::SigningKeySecret)
+            }),
+            (
+                "{variants: {presets: [{name: 'a b', params: {w: 5}}]}}",
+                |e| matches!(e, ValidationError::Preset(m) if m.contains("name")),
+            ),
+            (
+                "{variants: {presets: [{name: a, params: {w: 5}}, {name: a, params: {h: 5}}]}}",
+                |e| matches!(e, ValidationError::Preset(m) if m.contains("twice")),
+            ),
+            (
+                "{variants: {presets: [{name: a, params: {}}]}}",
+                |e| matches!(e, ValidationError::Preset(m) if m.contains("no params")),
+            ),
+            (
+                "{variants: {presets: [{name: a, params: {sig: x}}]}}",
+                |e| matches!(e, ValidationError::Preset(m) if m.contains("unknown parameter")),
+            ),
+            (
+                "{variants: {presets: [{name: a, params: {fp: '0.3,0.6'}}]}}",
+                |e| matches!(e, ValidationError::Preset(m) if m.contains("without ','")),
+            ),
+            ("{variants: {presets: [{name: a, params: {w: ''}}]}}", |e| {
+                matches!(e, ValidationError::Preset(_))
             }),
         ];
         for (spec, expected) in cases {

@@ -1508,3 +1508,165 @@ async fn k8s_11_s3_servers_and_refused_storage_switches() {
             .is_empty()
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// 12. The variant guard and metadata stripping reach both tiers (env, the signing keys from a
+//     Secret), the real `sis` server enforces them, a new key value rolls both tiers, and a
+//     signed policy without a key is Degraded.
+
+#[tokio::test]
+#[ignore = "needs a real cluster and target/debug/sis: tests/k8s/operator.sh"]
+async fn k8s_12_variant_guard_and_strip_metadata_in_both_tiers() {
+    let Some(ns) = TestNamespace::create("op-variants").await else {
+        return;
+    };
+    let token = "variants-token";
+    ns.create_token_secret(token).await;
+    let secrets = ns.api::<Secret>();
+    let sign: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "sis-sign", "namespace": ns.name},
+        "stringData": {"keys": "key-one"}
+    }))
+    .unwrap();
+    secrets.create(&PostParams::default(), &sign).await.unwrap();
+    let _operator = ns.start_operator("op-variants-a");
+    let mut object = sample(ns.name);
+    object["spec"]["variants"] = json!({
+        "policy": "signed",
+        "presets": [
+            {"name": "thumb", "params": {"w": 300, "h": 200, "fit": "cover"}},
+            {"name": "avatar", "params": {"w": 64, "h": 64, "fit": "cover"}, "public": true}
+        ],
+        "signingKeySecret": {"name": "sis-sign", "key": "keys"}
+    });
+    object["spec"]["stripMetadata"] = json!("gps");
+    ns.apply(&object).await;
+    let live = ns.children("photos").await;
+
+    // `kubectl explain` on 1.20 lists the fields (no nullable objects).
+    for (path, fields) in [
+        (
+            "sis.spec.variants",
+            &["policy", "presets", "signingKeySecret"][..],
+        ),
+        ("sis.spec.variants.presets", &["name", "params", "public"]),
+        ("sis.spec.variants.signingKeySecret", &["name", "key"]),
+        ("sis.spec", &["stripMetadata"]),
+    ] {
+        // Discovery and the published OpenAPI of a (re-)applied CRD lag a little: retry.
+        let explain = wait(path, Duration::from_secs(60), || async {
+            let output = Command::new("kubectl")
+                .args([
+                    "--kubeconfig",
+                    ns.kubeconfig.to_str().unwrap(),
+                    "explain",
+                    path,
+                ])
+                .output()
+                .ok()?;
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            (output.status.success() && fields.iter().all(|f| text.contains(f))).then_some(text)
+        })
+        .await;
+        for field in fields {
+            assert!(explain.contains(field), "{field} in {explain}");
+        }
+    }
+
+    let presets = "thumb=fit:cover,h:200,w:300;avatar=fit:cover,h:64,w:64,public";
+    for (tier, container) in [
+        ("agent", live.deployment.sis_container()),
+        ("server", live.statefulset.sis_container()),
+    ] {
+        let env = serde_json::to_value(container.env.as_ref().unwrap()).unwrap();
+        for expected in [
+            json!({"name": "SIS_VARIANTS", "value": "signed"}),
+            json!({"name": "SIS_PRESETS", "value": presets}),
+            json!({"name": "SIS_SIGN_KEYS", "valueFrom": {"secretKeyRef": {"name": "sis-sign", "key": "keys"}}}),
+            json!({"name": "SIS_STRIP_METADATA", "value": "gps"}),
+        ] {
+            assert!(
+                env.as_array().unwrap().contains(&expected),
+                "{tier}: {expected} not in {env}"
+            );
+        }
+    }
+
+    // The real server accepts what was rendered and enforces it.
+    let dir: PathBuf = std::env::temp_dir().join(format!("sis-variants-{}", std::process::id()));
+    let data = dir.join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut server = start_container(
+        &ns.client,
+        ns.name,
+        "server",
+        &live.statefulset.sis_container(),
+        &addr,
+        &data,
+        "",
+        &dir,
+    )
+    .await;
+    wait_probes(&mut server, &addr).unwrap();
+    let bearer = format!("Bearer {token}");
+    let (status, body) = http_request(
+        &addr,
+        "POST",
+        "/v1/images?name=a.png",
+        &[("Content-Type", "image/png"), ("Authorization", &bearer)],
+        &PNG_2X2,
+    );
+    assert_eq!(status, 201, "{}", String::from_utf8_lossy(&body));
+    let reply: Value = serde_json::from_slice(&body).unwrap();
+    let md5 = reply["images"][0]["md5"].as_str().unwrap().to_owned();
+    let (status, _) = http_get(&addr, &format!("/v1/images/{md5}?w=10"));
+    assert_eq!(status, 403, "unsigned parameters under the signed policy");
+    let (status, _) = http_get(&addr, &format!("/v1/images/{md5}?preset=thumb"));
+    assert_eq!(status, 403, "a preset that is not public needs a signature");
+    let (status, _) = http_get(&addr, &format!("/v1/images/{md5}?preset=avatar"));
+    assert_ne!(status, 403, "a public preset is served unsigned");
+    let (status, _) = http_get(&addr, &format!("/v1/images/{md5}"));
+    assert_eq!(status, 200, "originals are never refused");
+    drop(server);
+    let _ = std::fs::remove_dir_all(&dir);
+
+    // A new signing key value (rotation: `new,old`) rolls both tiers.
+    let before = ns.children("photos").await;
+    secrets
+        .patch(
+            "sis-sign",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"stringData": {"keys": "key-two,key-one"}})),
+        )
+        .await
+        .unwrap();
+    ns.wait_for(
+        "agent template rolled by the new signing key",
+        Duration::from_secs(30),
+        "photos-agent",
+        |d: &Deployment| d.config_hash() != before.deployment.config_hash(),
+    )
+    .await;
+    ns.wait_for(
+        "server template rolled by the new signing key",
+        Duration::from_secs(30),
+        "photos-server",
+        |s: &StatefulSet| s.config_hash() != before.statefulset.config_hash(),
+    )
+    .await;
+
+    // Signed without a key: Degraded with a message that says what is missing.
+    object["spec"]["variants"]
+        .as_object_mut()
+        .unwrap()
+        .remove("signingKeySecret");
+    ns.apply(&object).await;
+    let degraded = ns
+        .wait_for_photos("Degraded=True InvalidSpec", Duration::from_secs(30), |c| {
+            has_condition(c, "Degraded", "True", Some("InvalidSpec"))
+        })
+        .await;
+    let message = condition_message(&degraded, "Degraded");
+    assert!(message.contains("signingKeySecret"), "{message}");
+}

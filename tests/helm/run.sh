@@ -101,6 +101,11 @@ check "schema rejects cluster.spec.agent.autoscaling.minReplicas=0" \
     rejects --set cluster.spec.agent.autoscaling.minReplicas=0
 check "schema rejects cluster.spec.agent.disruptionBudget.maxUnavailable=lots" \
     rejects --set cluster.spec.agent.disruptionBudget.maxUnavailable=lots
+check "schema rejects cluster.spec.variants.policy=closed" \
+    rejects --set cluster.spec.variants.policy=closed
+check "schema rejects cluster.spec.stripMetadata=exif" rejects --set cluster.spec.stripMetadata=exif
+check "schema rejects a preset without params" \
+    rejects --set-json 'cluster.spec.variants.presets=[{"name":"thumb"}]'
 
 # --------------------------------------------------------------------------- monitoring
 check "helm lint --strict (dashboard and PrometheusRule on)" helm lint --strict "$CHART" \
@@ -235,6 +240,15 @@ helm template "$RELEASE" "$CHART" -n "$NS" --api-versions sis.dev/v1alpha1/SisCl
     --set cluster.spec.server.storage.s3.credentialsSecret.name=photos-s3 >"$WORK/values-s3.yaml"
 check "the chart's SisCluster with S3 values | kubectl apply --dry-run=server" \
     k apply --dry-run=server -f "$WORK/values-s3.yaml"
+helm template "$RELEASE" "$CHART" -n "$NS" --api-versions sis.dev/v1alpha1/SisCluster \
+    --set cluster.enabled=true --set crds.install=false --set cluster.spec.variants.policy=signed \
+    --set-json 'cluster.spec.variants.presets=[{"name":"thumb","params":{"w":300,"h":200,"fit":"cover"}},{"name":"avatar","params":{"w":64},"public":true}]' \
+    --set cluster.spec.variants.signingKeySecret.name=sis-sign --set cluster.spec.variants.signingKeySecret.key=keys \
+    --set cluster.spec.stripMetadata=gps >"$WORK/values-variants.yaml"
+check "the chart's SisCluster with variants and stripMetadata values | kubectl apply --dry-run=server" \
+    k apply --dry-run=server -f "$WORK/values-variants.yaml"
+check "the chart's default stripMetadata stays the string \"off\"" \
+    grep -q "stripMetadata: \"off\"" "$WORK/values-cluster.yaml"
 check "helm template with the dashboard on | kubectl apply --dry-run=server" \
     bash -c "\"\$HELM\" template '$RELEASE' '$CHART' -n '$NS' --set crds.install=false --set monitoring.dashboard.enabled=true | kubectl apply --dry-run=server -f -"
 

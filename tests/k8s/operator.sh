@@ -13,6 +13,8 @@
 #     rolls the pods
 #  11 S3 storage: server Deployment (2 replicas, S3 flags, keys from a Secret, no PVC), server
 #     PDB, both storages at once and a volume<->S3 switch refused (Degraded), nothing deleted
+#  12 variant guard + stripMetadata: env in both tiers, the real server enforces it, a new
+#     signing key value rolls both tiers, signed without a key is Degraded
 # Each test owns a namespace and its own operator process(es). Also checks `sis-operator crd`
 # against the apiserver with a server-side dry run.
 # Ends with `N passed, N failed`; exit status non-zero on any failure.
@@ -123,9 +125,9 @@ while read -r name result; do
     esac
 done < <(sed -nE 's/^test (k8s_[a-z0-9_]+) \.\.\. (ok|FAILED)$/\1 \2/p' "$OUT")
 ran=$(grep -cE '^test k8s_[a-z0-9_]+ \.\.\. (ok|FAILED)$' "$OUT" || true)
-if [ "$rc" -ne 0 ] || [ "$ran" -lt 11 ]; then
+if [ "$rc" -ne 0 ] || [ "$ran" -lt 12 ]; then
     [ "$rc" -ne 0 ] && [ "$FAILED" -eq 0 ] && fail "cargo test exited $rc"
-    [ "$ran" -lt 11 ] && fail "only $ran of 11 real-cluster tests reported"
+    [ "$ran" -lt 12 ] && fail "only $ran of 12 real-cluster tests reported"
     echo "----- cargo test output"
     cat "$OUT"
 fi

@@ -34,7 +34,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use sha2::{Digest, Sha256};
 
-use crate::crd::Resources;
+use crate::crd::{Resources, StripMetadata, VariantPolicy};
 use crate::validate::{Placement, ValidatedCluster};
 use labels::Component;
 
@@ -172,6 +172,7 @@ pub(crate) fn sis_container(
         .iter()
         .map(|secret| secret_env("SIS_API_TOKEN", &secret.name, &secret.key))
         .collect();
+    env.extend(guard_env(cluster));
     env.extend(extra_env);
     let env = (!env.is_empty()).then_some(env);
     Container {
@@ -202,6 +203,39 @@ pub(crate) fn sis_container(
         }),
         volume_mounts: Some(volume_mounts),
         ..Container::default()
+    }
+}
+
+/// The variant guard and metadata stripping, the same for both tiers (an agent enforces its
+/// own guard and hashes uploads itself). Defaults (`open`, no presets, no key, `off`) add
+/// nothing, so clusters that do not use them render exactly as before.
+fn guard_env(cluster: &ValidatedCluster) -> Vec<EnvVar> {
+    let variants = &cluster.variants;
+    let mut env = Vec::new();
+    if variants.policy != VariantPolicy::Open {
+        env.push(plain_env("SIS_VARIANTS", variants.policy.as_str()));
+    }
+    if !variants.presets.is_empty() {
+        env.push(plain_env("SIS_PRESETS", &variants.presets.join(";")));
+    }
+    if let Some(secret) = &variants.signing_key_secret {
+        env.push(secret_env("SIS_SIGN_KEYS", &secret.name, &secret.key));
+    }
+    if cluster.strip_metadata != StripMetadata::Off {
+        env.push(plain_env(
+            "SIS_STRIP_METADATA",
+            cluster.strip_metadata.as_str(),
+        ));
+    }
+    env
+}
+
+/// An environment variable with a literal value.
+fn plain_env(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        ..EnvVar::default()
     }
 }
 
@@ -485,7 +519,10 @@ mod tests {
         );
         let c = children(&cluster);
         let container = sis_container_of(agent_template(&c));
-        assert_eq!(container.env, None);
+        assert_eq!(
+            container.env, None,
+            "default variants and stripping add no env"
+        );
         assert_eq!(container.image_pull_policy, None);
         assert_eq!(
             serde_json::to_value(&container.resources).unwrap(),
@@ -583,6 +620,37 @@ mod tests {
             "an S3 key change leaves the agents alone"
         );
         assert_ne!(again.server, after.server);
+    }
+
+    #[test]
+    fn both_tiers_get_the_guard_and_a_signing_key_change_rolls_both() {
+        let v = validate(&fixtures::s3_sample(), &Defaults::default()).unwrap();
+        let mut guarded = fixtures::s3_sample();
+        guarded.spec.variants.policy = crate::crd::VariantPolicy::Presets;
+        guarded.spec.strip_metadata = StripMetadata::All;
+        let g = validate(&guarded, &Defaults::default()).unwrap();
+        let c = build_children(&g);
+        for template in [agent_template(&c), c.server.pod_template().unwrap()] {
+            let env = serde_json::to_value(&sis_container_of(template).env).unwrap();
+            let names: Vec<_> = env
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["name"].as_str().unwrap().to_owned())
+                .collect();
+            assert!(names.contains(&"SIS_VARIANTS".to_owned()), "{env}");
+            assert!(names.contains(&"SIS_STRIP_METADATA".to_owned()), "{env}");
+            assert!(!names.contains(&"SIS_PRESETS".to_owned()), "{env}");
+        }
+        assert_ne!(
+            hash_of(agent_template(&c)),
+            hash_of(agent_template(&build_children(&v)))
+        );
+        let (agent, server) = crate::dereference::consumed_keys(
+            &validate(&fixtures::sample(), &Defaults::default()).unwrap(),
+        );
+        let sign = ("sis-sign".to_owned(), "keys".to_owned());
+        assert!(agent.contains(&sign) && server.contains(&sign));
     }
 
     #[test]
