@@ -343,8 +343,13 @@ if wait_http http://127.0.0.1:3333/healthz; then
     check "upload /up returns the MD5 ($up)" grep -q "\"MD5\":\"$want_md5\"" <<<"$up"
     nsx curl -s --max-time 10 -o "$WORK/down.png" "http://127.0.0.1:3333/simple_down?md5=$want_md5"
     check "download /simple_down returns the same bytes" cmp -s "$WORK/dot.png" "$WORK/down.png"
-    check "the image landed in /data (as uid 10001)" \
-        test -n "$(crun find /data -type f -user 10001 -size +0 2>/dev/null | head -1)"
+    landed=$(crun find /data -type f -user 10001 -size +0 2>/dev/null | head -1)
+    if [[ "$landed" == /data/* ]]; then
+        pass "the image landed in /data (as uid 10001): $landed"
+    else
+        fail "the image landed in /data (as uid 10001)" \
+            "find said: ${landed:-nothing}; /data holds: $(crun find /data -ls 2>&1 | head -20 | tr '\n' ';')"
+    fi
 else
     fail "sis (default args) answers /healthz on :3333" "$(tail -5 "$WORK/sis-default.log")"
 fi
