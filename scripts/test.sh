@@ -21,14 +21,18 @@ passed=0
 failed=0
 failures=()
 
-# Run-time libraries the unit tests exercise: libturbojpeg0 (sis's JPEG decoder when present,
-# loaded with dlopen). Installed once; the tests fail under CI=true when it is missing.
-if ! ldconfig -p 2>/dev/null | grep -q 'libturbojpeg\.so\.0'; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get install -y -q --no-install-recommends libturbojpeg0 >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends libturbojpeg0 >/dev/null; } \
-    || echo "warning: could not install libturbojpeg0"
-fi
+# Run-time libraries the unit tests exercise, loaded with dlopen when present: libturbojpeg0
+# (sis's JPEG decoder) and libavif15 (its AVIF decoder). Installed once; the tests fail under
+# CI=true when one is missing.
+for lib in 'libturbojpeg0:libturbojpeg\.so\.0' 'libavif15:libavif\.so\.15'; do
+  pkg=${lib%%:*}
+  if ! ldconfig -p 2>/dev/null | grep -q "${lib#*:}"; then
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends "$pkg" >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$pkg" >/dev/null; } \
+      || echo "warning: could not install $pkg"
+  fi
+done
 
 stage() {
   local name=$1

@@ -12,8 +12,8 @@ pub enum Format {
     Webp,
     Bmp,
     Tiff,
-    /// AV1 in HEIF (`ftyp` brand `avif`/`avis`). Written by sis; read only as far as its
-    /// header (see [`Format::can_decode`]).
+    /// AV1 in HEIF (`ftyp` brand `avif`/`avis`). Written by sis; decoded only where libavif is
+    /// installed (see [`Format::can_decode`]).
     Avif,
 }
 
@@ -77,10 +77,12 @@ impl Format {
     }
 
     /// Whether sis can decode this format's pixels. AVIF needs an AV1 decoder: the `image`
-    /// crate's is dav1d ≥ 1.3 through `dav1d-sys`, which the build machines' Debian 12
-    /// (dav1d 1.0) cannot link, so AVIF originals are refused at upload (415).
+    /// crate's is dav1d ≥ 1.3 through `dav1d-sys`, which Debian 12 (dav1d 1.0) cannot link,
+    /// so AVIF goes through libavif (`libavif.so.15`, Debian's `libavif15`) loaded at run
+    /// time; without it (or with `SIS_AVIF_DECODE=off`) AVIF originals are refused at upload
+    /// (415).
     pub fn can_decode(self) -> bool {
-        !matches!(self, Self::Avif)
+        !matches!(self, Self::Avif) || super::avif_decode::available()
     }
 
     /// Whether this format can hold an animation sis keeps through a resize.

@@ -16,6 +16,8 @@
 //!   unusual; the general decoder then takes over).
 //! - `turbo`: libjpeg-turbo's TurboJPEG API, loaded at run time when installed
 //!   (`libturbojpeg0`): JPEG decoding at 1/2, 1/4 and 1/8 scale, progressive files too.
+//! - `avif_decode`: libavif's decoder, loaded at run time when installed (`libavif15`): AVIF
+//!   sources (still images, or a sequence's first frame) to 8-bit RGB/RGBA.
 //! - `geometry`: [`Gravity`], focal points and the deterministic smart-crop search.
 //! - `effects`: [`Effects`] (blur, sharpen, rotate, flip), padding and alpha flattening.
 //! - `animation`: every frame of an animated GIF/WebP through the same plan; a WebP muxer.
@@ -35,8 +37,9 @@
 //! - WebP output is lossless through the `image` crate's encoder when
 //!   [`ResizeSpec::lossless`] (the default, and the legacy API's behaviour), else lossy through
 //!   libwebp at `quality`. AVIF output goes through ravif/rav1e (speed 8, single-threaded) at
-//!   `quality`; AVIF *input* is recognised and sized from its header but not decoded (see
-//!   [`Format::can_decode`]). PNG output uses fast compression.
+//!   `quality`; AVIF *input* is sized from its header and decoded through libavif when
+//!   `libavif.so.15` is installed, else refused as unsupported (see [`Format::can_decode`]).
+//!   PNG output uses fast compression.
 //! - JPEG output of an image with transparency is flattened onto the background (white unless
 //!   [`ResizeSpec::background`] says otherwise).
 //! - Limits: `max_input_pixels` applies to the source (declared header size); `max_side`
@@ -44,6 +47,7 @@
 //!   the requested box (when both sides are given) and to the output.
 
 mod animation;
+mod avif_decode;
 mod color;
 mod effects;
 mod format;

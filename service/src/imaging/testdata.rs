@@ -168,7 +168,14 @@ pub fn mean_abs_diff(a: &DynamicImage, b: &DynamicImage) -> f64 {
     total as f64 / a.as_raw().len() as f64
 }
 
+/// Decodes an output; AVIF through libavif (the `image` crate has no AV1 decoder here).
 pub fn decode(bytes: &[u8]) -> DynamicImage {
+    if super::sniff(bytes) == Some(Format::Avif) {
+        return match super::avif_decode::decode(bytes, u64::MAX) {
+            Ok(img) => img,
+            Err(e) => panic!("decoding AVIF output: {e}"),
+        };
+    }
     match image::load_from_memory(bytes) {
         Ok(img) => img,
         Err(e) => panic!("decoding output: {e}"),

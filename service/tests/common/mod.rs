@@ -86,7 +86,13 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::start_env(dir, extra, &[])
+    }
+
+    /// [`Self::start_in`] with extra environment variables for the server process.
+    pub fn start_env(dir: tempfile::TempDir, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_sis"));
+        cmd.envs(env.iter().copied());
         cmd.args(["server", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args(["--log-format", "json"])
