@@ -15,7 +15,13 @@ trap cleanup EXIT
 
 command -v curl >/dev/null || { apt-get update -q >/dev/null && apt-get install -y -q curl >/dev/null; }
 start=$SECONDS
-env_lines=$(bash tests/s3/ceph-s3.sh start "$dir" | grep -E '^(S3_ENDPOINT|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY)=')
+if ! started=$(bash tests/s3/ceph-s3.sh start "$dir" 2>&1); then
+  echo "ceph did not start:"
+  echo "$started" | tail -20
+  tail -n 20 "$dir"/log/*.log 2>/dev/null
+  exit 1
+fi
+env_lines=$(grep -E '^(S3_ENDPOINT|AWS_ACCESS_KEY_ID|AWS_SECRET_ACCESS_KEY)=' <<<"$started")
 eval "export ${env_lines//$'\n'/ ; export }"
 echo "ceph up at $S3_ENDPOINT in $((SECONDS - start)) s"
 
