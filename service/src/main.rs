@@ -94,6 +94,17 @@ fn limit_malloc_arenas() {
             libc::mallopt(libc::M_ARENA_MAX, 2);
         }
     }
+    // glibc raises its mmap threshold each time a large block is freed (up to 32 MiB), after
+    // which decode buffers (ours and libjpeg-turbo's) come from the arenas and stay resident.
+    // A fixed threshold keeps every buffer of 256 KiB or more in its own mapping, returned to
+    // the system when freed. `MALLOC_MMAP_THRESHOLD_` or `mmap_threshold` in GLIBC_TUNABLES wins.
+    if std::env::var_os("MALLOC_MMAP_THRESHOLD_").is_none() && !tunables.contains("mmap_threshold")
+    {
+        // SAFETY: as above.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 10);
+        }
+    }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
