@@ -49,6 +49,7 @@
 mod animation;
 mod avif_decode;
 mod color;
+mod dylib;
 mod effects;
 mod format;
 mod geometry;

@@ -79,24 +79,11 @@ pub(crate) fn available() -> bool {
 }
 
 fn load() -> Option<Api> {
-    if std::env::var("SIS_TURBOJPEG").is_ok_and(|v| matches!(v.as_str(), "off" | "0" | "false")) {
-        return None;
-    }
-    // SAFETY: dlopen/dlsym with NUL-terminated names; each symbol is transmuted to the
-    // signature turbojpeg.h declares for it. The handle is never closed, so the pointers
-    // stay valid.
+    let lib = super::dylib::Library::open(c"libturbojpeg.so.0", "SIS_TURBOJPEG")?;
+    let sym = |name: &CStr| lib.symbol(name);
+    // SAFETY: each symbol is transmuted to the signature turbojpeg.h declares for it; the
+    // library is never closed, so the pointers stay valid.
     unsafe {
-        let lib = libc::dlopen(
-            c"libturbojpeg.so.0".as_ptr(),
-            libc::RTLD_NOW | libc::RTLD_LOCAL,
-        );
-        if lib.is_null() {
-            return None;
-        }
-        let sym = |name: &CStr| {
-            let p = libc::dlsym(lib, name.as_ptr());
-            (!p.is_null()).then_some(p)
-        };
         Some(Api {
             init_decompress: std::mem::transmute::<*mut c_void, unsafe extern "C" fn() -> Handle>(
                 sym(c"tjInitDecompress")?,
